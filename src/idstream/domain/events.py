@@ -1,12 +1,12 @@
 """Input events as typed, immutable values: what the decoder produces and the stages consume.
 
-Domain layer: standard library only. The wire shape (JSON field names) lives in codecs/ and schemas/.
+Domain layer: standard library only. The wire shape (JSON names) lives in codecs/ and schemas/.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 from typing import ClassVar, NewType
@@ -22,6 +22,7 @@ ProfileId = NewType("ProfileId", str)
 AttributeValue = str | int | float | bool | None
 
 EMPTY: Mapping[str, AttributeValue] = MappingProxyType({})
+NO_PROPERTIES: Mapping[str, str] = MappingProxyType({})
 
 # Fields an SDK puts on every event (SPEC §3); the install keeps the latest of each.
 STANDARD_PROPERTIES: tuple[str, ...] = (
@@ -132,7 +133,7 @@ class Event:
     timestamp: int
     app_code: AppCode
     push_registration_id: PushRegistrationId
-    standard_properties: Mapping[str, str] = field(default=EMPTY)  # type: ignore[assignment]
+    standard_properties: Mapping[str, str] = NO_PROPERTIES
 
     @property
     def order_key(self) -> tuple[int, str]:
@@ -235,7 +236,10 @@ EVENT_CLASSES: Mapping[EventType, type[Event]] = MappingProxyType(
 
 @dataclass(frozen=True, slots=True)
 class RecordMeta:
-    """Where an input record came from. `record_timestamp` is the Kafka record time (ms): input, not a clock."""
+    """Where an input record came from.
+
+    `record_timestamp` is the Kafka record time in ms: input, not a clock.
+    """
 
     topic: str
     partition: int
