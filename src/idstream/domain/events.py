@@ -6,7 +6,7 @@ Domain layer: standard library only. The wire shape (JSON names) lives in codecs
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import ClassVar, NewType
@@ -23,6 +23,15 @@ AttributeValue = str | int | float | bool | None
 
 EMPTY: Mapping[str, AttributeValue] = MappingProxyType({})
 NO_PROPERTIES: Mapping[str, str] = MappingProxyType({})
+
+
+def _empty() -> Mapping[str, AttributeValue]:
+    return EMPTY
+
+
+def _no_properties() -> Mapping[str, str]:
+    return NO_PROPERTIES
+
 
 # Fields an SDK puts on every event (SPEC §3); the install keeps the latest of each.
 STANDARD_PROPERTIES: tuple[str, ...] = (
@@ -116,8 +125,8 @@ class IdentityReplacement:
 class PersonAttributes:
     """Standard and custom person attributes carried by personalize / personUpdate."""
 
-    standard: Mapping[str, AttributeValue] = EMPTY
-    custom: Mapping[str, AttributeValue] = EMPTY
+    standard: Mapping[str, AttributeValue] = field(default_factory=_empty)
+    custom: Mapping[str, AttributeValue] = field(default_factory=_empty)
 
     def is_empty(self) -> bool:
         return not self.standard and not self.custom
@@ -133,7 +142,7 @@ class Event:
     timestamp: int
     app_code: AppCode
     push_registration_id: PushRegistrationId
-    standard_properties: Mapping[str, str] = NO_PROPERTIES
+    standard_properties: Mapping[str, str] = field(default_factory=_no_properties)
 
     @property
     def order_key(self) -> tuple[int, str]:
@@ -144,7 +153,7 @@ class Event:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Install(Event):
     type: ClassVar[EventType] = EventType.INSTALL
-    system_data: Mapping[str, AttributeValue] = EMPTY
+    system_data: Mapping[str, AttributeValue] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,8 +164,8 @@ class AppLaunch(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstallUpdate(Event):
     type: ClassVar[EventType] = EventType.INSTALL_UPDATE
-    system_data: Mapping[str, AttributeValue] = EMPTY
-    custom_attributes: Mapping[str, AttributeValue] = EMPTY
+    system_data: Mapping[str, AttributeValue] = field(default_factory=_empty)
+    custom_attributes: Mapping[str, AttributeValue] = field(default_factory=_empty)
     primary_device: bool | None = None
 
 
@@ -188,7 +197,7 @@ class PersonUpdate(Event):
 class Custom(Event):
     type: ClassVar[EventType] = EventType.CUSTOM
     definition_id: str
-    properties: Mapping[str, AttributeValue] = EMPTY
+    properties: Mapping[str, AttributeValue] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
