@@ -1,0 +1,24 @@
+"""What the stages need from state storage: a typed, key-ordered table.
+
+Domain layer. storage/ implements it (dict for tests, rocksdict for real); drivers/faust adapts
+Faust tables to it. Keys are strings; iteration is in key order (bytes of the UTF-8 key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, TypeVar
+
+V = TypeVar("V")
+
+
+class StateTable(Protocol[V]):
+    def get(self, key: str) -> V | None: ...
+
+    def put(self, key: str, value: V) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
+        """Entries whose key starts with `prefix`, in key order (or reverse key order)."""
+        ...
