@@ -1,0 +1,89 @@
+"""The rule configuration the stages obey (SPEC §4): pools, strategies, limits, blocklist, dedup.
+
+Domain layer. settings.py builds one from environment variables or a file; tests build their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+from idstream.domain.events import PoolId
+
+DEFAULT_POOL = PoolId("default")
+
+
+class Continuity(StrEnum):
+    """What a personalize does with the install's anonymous history (SPEC §4.4)."""
+
+    LINK = "link"  # merge the anonymous profile into the person
+    SEPARATE = "separate"  # keep it apart; only later events go to the person
+
+
+class ConflictMode(StrEnum):
+    """What a personalize does when its identities belong to persons that may not merge."""
+
+    PRIORITY = "priority"  # link to the owner of the highest-priority identity; reject the rest
+    STRICT = "strict"  # reject the whole personalize
+
+
+# SPEC §4.3 defaults. Compared after trimming, lower-casing and removing one pair of quotes.
+DEFAULT_BLOCKLIST: frozenset[str] = frozenset(
+    {
+        "null",
+        "undefined",
+        "none",
+        "nan",
+        "true",
+        "false",
+        "anonymous",
+        "guest",
+        "id",
+        "email",
+        "not_authenticated",
+        "[object object]",
+        "test@test.com",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PersonLimits:
+    """Per-person caps (SPEC §4.6). A change that would exceed one is rejected."""
+
+    external_user_ids: int = 1
+    emails: int = 100
+    phones: int = 100
+    merges_absorbed: int = 100
+    tags: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRules:
+    continuity: Continuity = Continuity.LINK
+    conflict_mode: ConflictMode = ConflictMode.PRIORITY
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    """Everything the resolver's decisions depend on besides the events themselves."""
+
+    # appCode -> pool; unlisted appCodes share DEFAULT_POOL (SPEC §2).
+    pools: Mapping[str, PoolId] = field(default_factory=lambda: MappingProxyType({}))
+    # pool -> its rules; unlisted pools use `default_rules`.
+    pool_rules: Mapping[PoolId, PoolRules] = field(default_factory=lambda: MappingProxyType({}))
+    default_rules: PoolRules = PoolRules()
+    limits: PersonLimits = PersonLimits()
+    blocklist: frozenset[str] = DEFAULT_BLOCKLIST
+    launch_dedup_ms: int = 30_000
+
+    def pool_of(self, app_code: str) -> PoolId:
+        return self.pools.get(app_code, DEFAULT_POOL)
+
+    def rules_of(self, pool: PoolId) -> PoolRules:
+        return self.pool_rules.get(pool, self.default_rules)
+
+
+DEFAULT_RULES = RuleConfig()
