@@ -6,12 +6,13 @@ delivers it to the stage instance that owns that key; per (sender, key) order is
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from idstream.domain.events import AnyEvent, PoolId, ProfileId, PushRegistrationId
+from idstream.domain.events import AnyEvent, PoolId, ProfileId, PushRegistrationId, RecordMeta
 from idstream.domain.reasons import RejectReason
 
 
@@ -62,6 +63,9 @@ class Claim:
     segment: str  # eventId that opened the install's current segment (see architecture.md)
     anonymous_profile: ProfileId  # the profile the install's current anonymous segment uses
     facts: InstallFacts
+    # The original record, so a claim the pool rejects as a whole can go to the dead letter.
+    raw: bytes = b""
+    meta: RecordMeta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,32 @@ class LinkDecision:
 
 
 Message = Claim | LinkDecision
+
+
+def dead_letter(raw: bytes, meta: RecordMeta | None, reason: RejectReason, detail: str) -> Output:
+    """The dead-letter record of SPEC §1: original bytes untouched (base64), reason, source."""
+    value: dict[str, Any] = {
+        "reason": reason.value,
+        "detail": detail,
+        "originalBase64": base64.b64encode(raw).decode("ascii"),
+        "key": None,
+        "headers": [],
+        "source": None,
+    }
+    key = ""
+    if meta is not None:
+        key = meta.key.decode("utf-8", "replace") if meta.key is not None else ""
+        value["key"] = base64.b64encode(meta.key).decode("ascii") if meta.key is not None else None
+        value["headers"] = [
+            {"key": k, "valueBase64": base64.b64encode(v).decode("ascii")} for k, v in meta.headers
+        ]
+        value["source"] = {
+            "topic": meta.topic,
+            "partition": meta.partition,
+            "offset": meta.offset,
+            "timestamp": meta.record_timestamp,
+        }
+    return Output(OutputTopic.DEAD_LETTER, key, value)
 
 
 @dataclass(frozen=True, slots=True)
