@@ -22,3 +22,13 @@ class StateTable(Protocol[V]):
     def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
         """Entries whose key starts with `prefix`, in key order (or reverse key order)."""
         ...
+
+
+class TableFactory(Protocol):
+    """Opens (or creates) the named table whose values are of `value_type`.
+
+    Value types are frozen dataclasses built of str, int, float, bool, None, tuple, dict and
+    other such dataclasses, so every store can serialize them (storage/ uses msgspec).
+    """
+
+    def __call__(self, name: str, value_type: type[V]) -> StateTable[V]: ...
