@@ -1,0 +1,209 @@
+"""One frozen settings object for every driver, read from IDSTREAM_* variables and/or a file.
+
+Edge layer: builds the domain's RuleConfig and the Kafka/Faust options. Secrets never printed.
+Precedence: defaults < settings file (TOML or JSON, `IDSTREAM_SETTINGS_FILE` or --settings) <
+environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from idstream.domain.config import (
+    DEFAULT_BLOCKLIST,
+    ConflictMode,
+    Continuity,
+    PersonLimits,
+    PoolRules,
+    RuleConfig,
+)
+from idstream.domain.events import PoolId
+from idstream.errors import ConfigurationError
+
+ENV_PREFIX = "IDSTREAM_"
+_SECRET_FIELDS = frozenset({"sasl_password", "http_token"})
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names (SPEC §1). Internal topics carry messages between the stages."""
+
+    events: str = "idstream.events"
+    resolved_events: str = "idstream.resolved-events"
+    profile_changes: str = "idstream.profile-changes"
+    profiles: str = "idstream.profiles"
+    dead_letter: str = "idstream.dead-letter"
+    claims: str = "idstream.internal.claims"
+    decisions: str = "idstream.internal.decisions"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    app_id: str = "idstream"
+    partitions: int = 6
+    data_dir: str = "./state"
+    topics: Topics = Topics()
+    # Kafka security, passed through to aiokafka (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    # Profile lookup and metrics HTTP server of each worker.
+    http_host: str = "127.0.0.1"
+    http_port: int = 6066
+    http_token: str | None = None
+    # Rules (SPEC §4).
+    pools: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    continuity: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    conflict_mode: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    default_continuity: str = Continuity.LINK.value
+    default_conflict_mode: str = ConflictMode.PRIORITY.value
+    max_external_user_ids: int = 1
+    max_emails: int = 100
+    max_phones: int = 100
+    max_merges: int = 100
+    max_tags: int = 500
+    extra_blocklist: tuple[str, ...] = ()
+    launch_dedup_ms: int = 30_000
+    # Decoder limits (codecs/); also before any state is touched.
+    max_record_bytes: int = 65_536
+    max_future_skew_ms: int = 24 * 3600 * 1000
+
+    def rules(self) -> RuleConfig:
+        """The domain's rule configuration, validated."""
+        try:
+            pool_names = {PoolId(p) for p in self.pools.values()}
+            pool_names |= {PoolId(p) for p in self.continuity} | {
+                PoolId(p) for p in self.conflict_mode
+            }
+            pool_rules = {
+                pool: PoolRules(
+                    continuity=Continuity(self.continuity.get(pool, self.default_continuity)),
+                    conflict_mode=ConflictMode(
+                        self.conflict_mode.get(pool, self.default_conflict_mode)
+                    ),
+                )
+                for pool in pool_names
+            }
+            default_rules = PoolRules(
+                continuity=Continuity(self.default_continuity),
+                conflict_mode=ConflictMode(self.default_conflict_mode),
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid pool rule: {exc}") from exc
+        if self.launch_dedup_ms < 0:
+            raise ConfigurationError("launch_dedup_ms must be >= 0")
+        return RuleConfig(
+            pools=MappingProxyType({k: PoolId(v) for k, v in self.pools.items()}),
+            pool_rules=MappingProxyType(pool_rules),
+            default_rules=default_rules,
+            limits=PersonLimits(
+                external_user_ids=self.max_external_user_ids,
+                emails=self.max_emails,
+                phones=self.max_phones,
+                merges_absorbed=self.max_merges,
+                tags=self.max_tags,
+            ),
+            blocklist=DEFAULT_BLOCKLIST | {v.strip().lower() for v in self.extra_blocklist},
+            launch_dedup_ms=self.launch_dedup_ms,
+        )
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as a dict for logs and `--help` output, secrets replaced by '***'."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS and value:
+                value = "***"
+            elif isinstance(value, Topics):
+                value = {t.name: getattr(value, t.name) for t in fields(value)}
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+
+def _coerce(name: str, raw: Any, current: Any) -> Any:
+    """Convert a file or environment value to the type of the field's default."""
+    if isinstance(current, bool):
+        if isinstance(raw, bool):
+            return raw
+        return str(raw).strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(current, int):
+        try:
+            return int(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
+    if isinstance(current, tuple):
+        if isinstance(raw, str):
+            return tuple(v.strip() for v in raw.split(",") if v.strip())
+        return tuple(str(v) for v in raw)
+    if isinstance(current, Mapping):
+        if isinstance(raw, str):
+            # "appA=pool1,appB=pool1"
+            pairs = (item.split("=", 1) for item in raw.split(",") if item.strip())
+            try:
+                return MappingProxyType({k.strip(): v.strip() for k, v in pairs})
+            except ValueError as exc:
+                raise ConfigurationError(f"{name} must look like key=value,key=value") from exc
+        return MappingProxyType({str(k): str(v) for k, v in dict(raw).items()})
+    if isinstance(current, Topics):
+        if not isinstance(raw, Mapping):
+            raise ConfigurationError(f"{name} must be a table of topic names")
+        return _apply(current, raw, f"{name}.")
+    return None if raw is None else str(raw)
+
+
+def _apply(obj: Any, values: Mapping[str, Any], where: str = "") -> Any:
+    known = {f.name for f in fields(obj)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigurationError(f"unknown setting(s): {', '.join(where + u for u in unknown)}")
+    changes = {k: _coerce(where + k, v, getattr(obj, k)) for k, v in values.items()}
+    return replace(obj, **changes)
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(Settings)) - {"topics"}
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults, then the settings file, then IDSTREAM_* variables (IDSTREAM_TOPICS__EVENTS=…)."""
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    path = path or env.get(ENV_PREFIX + "SETTINGS_FILE")
+    if path:
+        file = Path(path)
+        try:
+            text = file.read_text(encoding="utf-8")
+            data = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read settings file {file}: {exc}") from exc
+        settings = _apply(settings, data)
+    from_env: dict[str, Any] = {}
+    topics: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "SETTINGS_FILE":
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        # Other tools share the prefix (IDSTREAM_KAFKA_*): only names we know are settings.
+        if name.startswith("topics__"):
+            topics[name.removeprefix("topics__")] = value
+        elif name in _FIELD_NAMES:
+            from_env[name] = value
+    if topics:
+        from_env["topics"] = topics
+    settings = _apply(settings, from_env)
+    assert isinstance(settings, Settings)
+    settings.rules()  # validate now, not at the first event
+    return settings
