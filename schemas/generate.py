@@ -1,0 +1,898 @@
+"""Writes the JSON Schemas in schemas/ from one description, so shared parts cannot drift.
+
+Run `.venv/bin/python schemas/generate.py` after editing; tests/codecs checks the files are current.
+Limits written into the schemas are the decoder's defaults (idstream.codecs.Limits).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+BASE = "https://idstream.dev/schemas"
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+VERSION = 1
+
+MAX_STRING = 1024
+MAX_ATTRIBUTES = 100
+MAX_IDENTITIES = 20
+MAX_TAGS = 50
+MAX_TIMESTAMP_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+# RFC 3339 date-time, upper-case T and Z only, at most nanoseconds, offset with a colon.
+RFC3339 = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+Schema = dict[str, Any]
+
+STANDARD_PROPERTIES = (
+    "applicationVersion",
+    "deviceManufacturer",
+    "deviceModel",
+    "osLanguage",
+    "osVersion",
+    "platform",
+    "sdkVersion",
+)
+SYSTEM_DATA: dict[str, str] = {
+    "platform": "string",
+    "sdkVersion": "string",
+    "osVersion": "string",
+    "deviceManufacturer": "string",
+    "deviceModel": "string",
+    "applicationVersion": "string",
+    "appVersion": "string",
+    "osLanguage": "string",
+    "pushRegistrationEnabled": "boolean",
+    "registrationsEnabled": "boolean",
+    "geofencingEnabled": "boolean",
+    "deviceSecure": "boolean",
+    "notificationsEnabled": "boolean",
+}
+PERSON_STANDARD = (
+    "firstName",
+    "lastName",
+    "middleName",
+    "gender",
+    "birthday",
+    "preferredLanguage",
+    "city",
+    "country",
+    "address",
+)
+IDENTITY_KINDS = ("externalUserId", "email", "phone")
+REJECT_REASONS = (
+    "malformed_json",
+    "schema_violation",
+    "unknown_type",
+    "oversize",
+    "timestamp_out_of_range",
+    "invalid_identity",
+    "blocked_identity",
+    "identity_conflict",
+    "limit_exceeded",
+    "install_uninstalled",
+    "already_personalized",
+    "not_personalized",
+    "unknown_person",
+)
+
+
+def string(description: str, *, min_length: int = 0) -> Schema:
+    out: Schema = {"type": "string", "maxLength": MAX_STRING, "description": description}
+    if min_length:
+        out["minLength"] = min_length
+    return out
+
+
+def boolean(description: str) -> Schema:
+    return {"type": "boolean", "description": description}
+
+
+def integer(description: str, minimum: int | None = None) -> Schema:
+    out: Schema = {"type": "integer", "description": description}
+    if minimum is not None:
+        out["minimum"] = minimum
+    return out
+
+
+def epoch_ms(description: str) -> Schema:
+    return {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": MAX_TIMESTAMP_MS,
+        "description": description,
+    }
+
+
+def string_list(description: str, max_items: int) -> Schema:
+    return {
+        "type": "array",
+        "maxItems": max_items,
+        "items": {"type": "string", "maxLength": MAX_STRING},
+        "description": description,
+    }
+
+
+# ---------------------------------------------------------------- shared definitions
+
+
+def attribute_value() -> Schema:
+    return {
+        "description": "An attribute value: string, finite number, boolean, a date "
+        "(ISO 8601 string, kept as a string) or null (null unsets the attribute).",
+        "anyOf": [
+            {"type": "string", "format": "date", "maxLength": MAX_STRING},
+            {"type": "string", "format": "date-time", "maxLength": MAX_STRING},
+            {"type": "string", "maxLength": MAX_STRING},
+            {"type": "number"},
+            {"type": "boolean"},
+            {"type": "null"},
+        ],
+    }
+
+
+def attribute_map(description: str, max_properties: int | None = MAX_ATTRIBUTES) -> Schema:
+    out: Schema = {
+        "type": "object",
+        "description": description,
+        "propertyNames": {"minLength": 1, "maxLength": MAX_STRING},
+        "additionalProperties": {"$ref": "#/$defs/attributeValue"},
+    }
+    if max_properties is not None:
+        out["maxProperties"] = max_properties
+    return out
+
+
+def system_data() -> Schema:
+    return {
+        "type": "object",
+        "description": "Install system data (seed 004); the install keeps the latest of each.",
+        "additionalProperties": False,
+        "properties": {
+            name: (string(name) if kind == "string" else boolean(name))
+            for name, kind in SYSTEM_DATA.items()
+        },
+    }
+
+
+def user_identity() -> Schema:
+    return {
+        "type": "object",
+        "description": "Identities as the SDK sent them; at least one value. Normalization "
+        "and the blocklist are applied by the resolver, not by the schema.",
+        "additionalProperties": False,
+        "properties": {
+            "externalUserId": string("The app's own user id (at most one per person)."),
+            "emails": string_list("Email addresses.", MAX_IDENTITIES),
+            "phones": string_list("Phone numbers.", MAX_IDENTITIES),
+        },
+        "anyOf": [
+            {"required": ["externalUserId"]},
+            {"required": ["emails"], "properties": {"emails": {"minItems": 1}}},
+            {"required": ["phones"], "properties": {"phones": {"minItems": 1}}},
+        ],
+    }
+
+
+def person_attributes() -> Schema:
+    props: Schema = {
+        name: {"type": ["string", "null"], "maxLength": MAX_STRING, "description": name}
+        for name in PERSON_STANDARD
+    }
+    props["customAttributes"] = attribute_map("Per-person custom attributes.")
+    return {
+        "type": "object",
+        "description": "Standard person attributes (null unsets) and custom attributes.",
+        "additionalProperties": False,
+        "properties": props,
+    }
+
+
+def identity_replacement() -> Schema:
+    return {
+        "type": "object",
+        "description": "Replace one identity value by another of the same kind.",
+        "additionalProperties": False,
+        "required": ["kind", "old", "new"],
+        "properties": {
+            "kind": {"enum": list(IDENTITY_KINDS), "description": "Identity kind."},
+            "old": string("The value to replace."),
+            "new": string("The replacing value."),
+        },
+    }
+
+
+INPUT_DEFS: Schema = {
+    "attributeValue": attribute_value(),
+    "systemData": system_data(),
+    "userIdentity": user_identity(),
+    "personAttributes": person_attributes(),
+    "identityReplacement": identity_replacement(),
+}
+
+
+def common_properties(event_type: str, *, output: bool = False) -> Schema:
+    timestamp: Schema
+    if output:
+        timestamp = epoch_ms("Client event time, ms since the epoch (normalized from input).")
+    else:
+        timestamp = {
+            "description": "Client event time: integer ms since the epoch, or an RFC 3339 "
+            "date-time string (upper-case T/Z, offset with colon) converted to ms.",
+            "anyOf": [
+                epoch_ms("ms since the epoch"),
+                {"type": "string", "format": "date-time", "pattern": RFC3339},
+            ],
+        }
+    props: Schema = {
+        "schemaVersion": {
+            "type": "integer",
+            "const": VERSION,
+            "default": VERSION,
+            "description": "Wire version of the event; absent means 1. Later versions are "
+            "upcast on read.",
+        },
+        "eventId": string("Unique id of the event, used for idempotency.", min_length=1),
+        "type": {"const": event_type, "description": "Event type."},
+        "timestamp": timestamp,
+        "appCode": string("Application code; decides the pool.", min_length=1),
+        "pushRegistrationId": string("Install id: one app instance on one device.", min_length=1),
+    }
+    for name in STANDARD_PROPERTIES:
+        props[name] = string(f"Standard property {name}; the install keeps the latest.")
+    return props
+
+
+REQUIRED = ["eventId", "type", "timestamp", "appCode", "pushRegistrationId"]
+
+TYPE_DESCRIPTIONS = {
+    "install": "First start of an app instance on a device.",
+    "appLaunch": "App start; logged at most once per 30 s of event time per install.",
+    "installUpdate": "Changes install system data, install custom attributes or primaryDevice.",
+    "personalize": "Links the install to a person identified by userIdentity.",
+    "depersonalize": "Unlinks the install; it starts a new anonymous profile.",
+    "personUpdate": "Changes the linked person's attributes, tags or identities.",
+    "custom": "An app-defined event.",
+    "uninstall": "The app was removed; terminal.",
+    "forget": "Erase a person (GDPR): the given identities' person or the install's person.",
+}
+
+
+def specific(event_type: str) -> tuple[Schema, list[str], list[Schema]]:
+    """Type-specific properties, extra required names and anyOf alternatives."""
+    ref = "#/$defs/"
+    if event_type == "install":
+        return {"systemData": {"$ref": ref + "systemData"}}, [], []
+    if event_type == "installUpdate":
+        props = {
+            "systemData": {"$ref": ref + "systemData"},
+            "customAttributes": attribute_map("Install custom attributes (per device)."),
+            "primaryDevice": boolean("Whether this install is the person's primary device."),
+        }
+        return props, [], [{"required": [name]} for name in props]
+    if event_type == "personalize":
+        return (
+            {
+                "userIdentity": {"$ref": ref + "userIdentity"},
+                "userAttributes": {"$ref": ref + "personAttributes"},
+                "forceDepersonalize": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Depersonalize first if linked to another person.",
+                },
+            },
+            ["userIdentity"],
+            [],
+        )
+    if event_type == "personUpdate":
+        props = {
+            "attributes": {"$ref": ref + "personAttributes"},
+            "tagsAdded": string_list("Tags to add.", MAX_TAGS),
+            "tagsRemoved": string_list("Tags to remove.", MAX_TAGS),
+            "identitiesAdded": {"$ref": ref + "userIdentity"},
+            "identitiesRemoved": {"$ref": ref + "userIdentity"},
+            "identitiesReplaced": {
+                "type": "array",
+                "maxItems": MAX_IDENTITIES,
+                "items": {"$ref": ref + "identityReplacement"},
+                "description": "Identity values replaced in place.",
+            },
+        }
+        return props, [], [{"required": [name]} for name in props]
+    if event_type == "custom":
+        return (
+            {
+                "definitionId": string("Id of the custom event definition.", min_length=1),
+                "properties": attribute_map("Event properties."),
+            },
+            ["definitionId"],
+            [],
+        )
+    if event_type == "forget":
+        return {"userIdentity": {"$ref": ref + "userIdentity"}}, [], []
+    return {}, [], []
+
+
+EVENT_TYPES = tuple(TYPE_DESCRIPTIONS)
+
+BASE_EXAMPLE: Schema = {
+    "eventId": "0b7c6c1e-5f0e-4a53-9d8e-2f6b1c7d9a01",
+    "timestamp": 1732352400000,
+    "appCode": "shop-android",
+    "pushRegistrationId": "fcm:dGhpcyBpcyBhIHRva2Vu",
+    "platform": "android",
+    "sdkVersion": "5.2.1",
+    "applicationVersion": "3.14.0",
+}
+
+TYPE_EXAMPLES: dict[str, list[Schema]] = {
+    "install": [
+        {
+            "systemData": {
+                "platform": "android",
+                "osVersion": "14",
+                "deviceManufacturer": "Google",
+                "deviceModel": "Pixel 8",
+                "pushRegistrationEnabled": True,
+                "notificationsEnabled": True,
+            }
+        }
+    ],
+    "appLaunch": [{}, {"timestamp": "2024-11-23T09:00:00.123Z"}],
+    "installUpdate": [
+        {"customAttributes": {"theme": "dark", "fontScale": 1.2}, "primaryDevice": True}
+    ],
+    "personalize": [
+        {
+            "userIdentity": {"externalUserId": "u-1842", "emails": ["ana@example.com"]},
+            "userAttributes": {
+                "firstName": "Ana",
+                "birthday": "1990-04-01",
+                "customAttributes": {"loyaltyTier": "gold", "newsletter": True},
+            },
+            "forceDepersonalize": False,
+        }
+    ],
+    "depersonalize": [{}],
+    "personUpdate": [
+        {
+            "attributes": {"city": "Lisbon", "lastName": None},
+            "tagsAdded": ["vip"],
+            "identitiesReplaced": [
+                {"kind": "email", "old": "ana@example.com", "new": "ana@example.org"}
+            ],
+        }
+    ],
+    "custom": [
+        {
+            "definitionId": "cart_checkout",
+            "properties": {"amount": 42.5, "currency": "EUR", "paidAt": "2024-11-23"},
+        }
+    ],
+    "uninstall": [{}],
+    "forget": [{}, {"userIdentity": {"phones": ["+351912345678"]}}],
+}
+
+
+def input_example(event_type: str, extra: Schema) -> Schema:
+    return {**BASE_EXAMPLE, "type": event_type, **extra}
+
+
+def event_body(event_type: str, *, output: bool = False) -> Schema:
+    """The object schema of one event type (without $schema/$id/$defs)."""
+    props = common_properties(event_type, output=output)
+    extra, required, any_of = specific(event_type)
+    props.update(extra)
+    body: Schema = {
+        "type": "object",
+        "description": TYPE_DESCRIPTIONS[event_type],
+        "required": REQUIRED + required,
+        "properties": props,
+    }
+    if output:
+        body["properties"].update(
+            {
+                "installId": string("Install id (= pushRegistrationId).", min_length=1),
+                "profileId": string("Profile the event was resolved to.", min_length=1),
+                "pool": string("Identity pool of the event's appCode.", min_length=1),
+                "resolvedAt": epoch_ms("Event time at which it was resolved (ms)."),
+            }
+        )
+        body["required"] = body["required"] + ["installId", "profileId", "pool", "resolvedAt"]
+    else:
+        body["additionalProperties"] = False
+    if any_of:
+        body["anyOf"] = any_of
+    return body
+
+
+def document(path: str, title: str, description: str, body: Schema, examples: list[Any]) -> Schema:
+    head: Schema = {
+        "$schema": DIALECT,
+        "$id": f"{BASE}/{path}/v{VERSION}",
+        "title": title,
+        "description": description,
+        "x-idstream-version": VERSION,
+    }
+    return {**head, **body, "examples": examples}
+
+
+def input_schemas() -> dict[str, Schema]:
+    out: dict[str, Schema] = {}
+    for event_type in EVENT_TYPES:
+        examples = [input_example(event_type, e) for e in TYPE_EXAMPLES[event_type]]
+        out[f"input/{event_type}.schema.json"] = document(
+            f"input/{event_type}",
+            f"{event_type} event",
+            TYPE_DESCRIPTIONS[event_type],
+            {**event_body(event_type), "$defs": INPUT_DEFS},
+            examples,
+        )
+    defs = dict(INPUT_DEFS)
+    for event_type in EVENT_TYPES:
+        defs[event_type] = event_body(event_type)
+    out["input/event.schema.json"] = document(
+        "input/event",
+        "input event",
+        "One value of the input topic: exactly one of the event types, chosen by `type`.",
+        {
+            "type": "object",
+            "required": ["type"],
+            "oneOf": [{"$ref": f"#/$defs/{t}"} for t in EVENT_TYPES],
+            "$defs": defs,
+        },
+        [input_example(t, TYPE_EXAMPLES[t][0]) for t in EVENT_TYPES],
+    )
+    return out
+
+
+def resolved_example(event_type: str, extra: Schema) -> Schema:
+    event = input_example(event_type, extra)
+    event["timestamp"] = BASE_EXAMPLE["timestamp"]
+    return {
+        **event,
+        "installId": event["pushRegistrationId"],
+        "profileId": "p-3f9a1c2b7d4e",
+        "pool": "default",
+        "resolvedAt": event["timestamp"],
+    }
+
+
+def resolved_event_schema() -> Schema:
+    defs = dict(INPUT_DEFS)
+    for event_type in EVENT_TYPES:
+        defs[event_type] = event_body(event_type, output=True)
+    return document(
+        "output/resolved-event",
+        "resolved event",
+        "Every accepted input event (timestamp normalized to ms), enriched with the install, "
+        "profile and pool it was resolved to. Key: profileId. Consumers ignore unknown fields.",
+        {
+            "type": "object",
+            "required": ["type"],
+            "oneOf": [{"$ref": f"#/$defs/{t}"} for t in EVENT_TYPES],
+            "$defs": defs,
+        },
+        [resolved_example(t, TYPE_EXAMPLES[t][0]) for t in ("appLaunch", "personalize")],
+    )
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def change_kind(kind: str, description: str, props: Schema, required: list[str]) -> Schema:
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["kind", *required],
+        "properties": {"kind": {"const": kind}, **props},
+    }
+
+
+def old_new() -> Schema:
+    return {
+        "type": "object",
+        "required": ["old", "new"],
+        "properties": {
+            "old": {"$ref": "#/$defs/attributeValue", "description": "Value before (null: unset)."},
+            "new": {"$ref": "#/$defs/attributeValue", "description": "Value after (null: unset)."},
+        },
+    }
+
+
+def changes_map(description: str) -> Schema:
+    return {"type": "object", "description": description, "additionalProperties": old_new()}
+
+
+def profile_change_schema() -> Schema:
+    identity = {
+        "identityKind": {"enum": list(IDENTITY_KINDS), "description": "Identity kind."},
+        "value": string("Normalized identity value."),
+    }
+    install = {
+        "pushRegistrationId": string("The install.", min_length=1),
+        "appCode": string("The install's appCode."),
+    }
+    kinds = [
+        change_kind(
+            "created",
+            "A profile was created.",
+            {
+                "profileKind": {"enum": ["anonymous", "person"]},
+                "pool": string("Identity pool.", min_length=1),
+            },
+            ["profileKind", "pool"],
+        ),
+        change_kind("identity_added", "An identity was attached.", identity, list(identity)),
+        change_kind("identity_removed", "An identity was detached.", identity, list(identity)),
+        change_kind(
+            "attributes_changed",
+            "Person attributes changed: each changed key with its old and new value.",
+            {
+                "attributes": changes_map("Standard attributes changed."),
+                "customAttributes": changes_map("Custom attributes changed."),
+            },
+            [],
+        ),
+        change_kind(
+            "tags_changed",
+            "Tags added to or removed from the person.",
+            {
+                "added": string_list("Added tags.", 10_000),
+                "removed": string_list("Removed.", 10_000),
+            },
+            ["added", "removed"],
+        ),
+        change_kind(
+            "install_linked", "An install was linked to the profile.", install, list(install)
+        ),
+        change_kind(
+            "install_unlinked",
+            "An install was unlinked from the profile.",
+            {
+                **install,
+                "cause": {
+                    "enum": ["depersonalize", "uninstall", "personalize", "merge", "forget"],
+                    "description": "Why the link ended.",
+                },
+            },
+            list(install),
+        ),
+        change_kind(
+            "install_updated",
+            "An install of the profile changed (system data, custom attributes, primaryDevice, "
+            "lifecycle).",
+            {
+                **install,
+                "systemData": changes_map("System data fields changed."),
+                "customAttributes": changes_map("Install custom attributes changed."),
+                "primaryDevice": old_new(),
+                "lifecycle": {
+                    "type": "object",
+                    "required": ["old", "new"],
+                    "properties": {
+                        "old": {
+                            "enum": ["anonymous", "personalized", "depersonalized", "uninstalled"]
+                        },
+                        "new": {
+                            "enum": ["anonymous", "personalized", "depersonalized", "uninstalled"]
+                        },
+                    },
+                },
+            },
+            list(install),
+        ),
+        change_kind(
+            "merged",
+            "The loser profile was merged into the survivor (profileId = survivor); re-key what "
+            "you hold under the loser.",
+            {
+                "loser": string("Profile merged away (now a tombstone).", min_length=1),
+                "survivor": string("Profile that remains.", min_length=1),
+            },
+            ["loser", "survivor"],
+        ),
+        change_kind(
+            "identity_rejected",
+            "An identity of the event was not attached.",
+            {
+                "reason": {
+                    "enum": [
+                        "identity_conflict",
+                        "blocked_identity",
+                        "limit_exceeded",
+                        "invalid_identity",
+                    ]
+                },
+                "identityKind": {"enum": list(IDENTITY_KINDS)},
+                "maskedValue": string("The value, masked (never raw personal data)."),
+            },
+            ["reason", "identityKind", "maskedValue"],
+        ),
+        change_kind("forgotten", "The person was erased (GDPR).", {}, []),
+    ]
+    base = {
+        "type": "object",
+        "required": ["profileId", "version", "eventId", "eventTime", "kind"],
+        "properties": {
+            "profileId": string("Profile the change belongs to (the record key).", min_length=1),
+            "version": integer("Per-profile version; grows by one per change.", minimum=1),
+            "eventId": string("Input event that caused the change.", min_length=1),
+            "eventTime": epoch_ms("Event time of the causing event (ms)."),
+            "kind": {"enum": [k["properties"]["kind"]["const"] for k in kinds]},
+        },
+        "oneOf": kinds,
+        "$defs": {"attributeValue": attribute_value()},
+    }
+    common = {
+        "profileId": "p-3f9a1c2b7d4e",
+        "version": 3,
+        "eventId": "e-77",
+        "eventTime": 1732352400000,
+    }
+    examples = [
+        {**common, "kind": "created", "profileKind": "person", "pool": "default"},
+        {
+            **common,
+            "kind": "attributes_changed",
+            "attributes": {"city": {"old": None, "new": "Lisbon"}},
+        },
+        {**common, "kind": "merged", "loser": "p-9c0d", "survivor": "p-3f9a1c2b7d4e"},
+        {
+            **common,
+            "kind": "identity_rejected",
+            "reason": "blocked_identity",
+            "identityKind": "email",
+            "maskedValue": "t***@t***.com",
+        },
+        {**common, "kind": "tags_changed", "added": ["vip"], "removed": []},
+    ]
+    return document(
+        "output/profile-change",
+        "profile change",
+        "One state change of a profile (SPEC §6). Key: profileId. Consumers ignore unknown fields.",
+        base,
+        examples,
+    )
+
+
+def profile_snapshot_schema() -> Schema:
+    channel = {
+        "type": "object",
+        "required": ["value", "primary"],
+        "properties": {"value": string("Normalized value."), "primary": boolean("Primary one.")},
+    }
+    install = {
+        "type": "object",
+        "required": ["pushRegistrationId", "appCode", "lifecycle", "primaryDevice", "pushEnabled"],
+        "properties": {
+            "pushRegistrationId": string("Install id.", min_length=1),
+            "appCode": string("Application code."),
+            "lifecycle": {"enum": ["anonymous", "personalized", "depersonalized", "uninstalled"]},
+            "primaryDevice": boolean("Primary device of the person."),
+            "pushEnabled": boolean("Push can reach this install."),
+            "systemData": {"type": "object", "description": "Latest system data."},
+            "standardProperties": {"type": "object", "description": "Latest standard properties."},
+            "customAttributes": attribute_map("Install custom attributes.", None),
+            "linkedAt": epoch_ms("Event time the install was linked (ms)."),
+        },
+    }
+    body: Schema = {
+        "type": "object",
+        "required": [
+            "profileId",
+            "kind",
+            "pool",
+            "version",
+            "createdAt",
+            "identities",
+            "attributes",
+            "customAttributes",
+            "tags",
+            "installs",
+            "channels",
+            "mergedFrom",
+        ],
+        "properties": {
+            "profileId": string("Profile id (the record key).", min_length=1),
+            "kind": {"enum": ["anonymous", "person"]},
+            "pool": string("Identity pool.", min_length=1),
+            "version": integer("Version of the last change applied.", minimum=1),
+            "createdAt": epoch_ms("Event time of the creating event (ms)."),
+            "identities": {
+                "type": "object",
+                "required": ["externalUserId", "emails", "phones"],
+                "properties": {
+                    "externalUserId": {"type": ["string", "null"]},
+                    "emails": {"type": "array", "items": {"type": "string"}},
+                    "phones": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "attributes": {
+                "type": "object",
+                "description": "Standard person attributes.",
+                "properties": {n: {"type": ["string", "null"]} for n in PERSON_STANDARD},
+            },
+            "customAttributes": attribute_map("Per-person custom attributes.", None),
+            "tags": {"type": "array", "uniqueItems": True, "items": {"type": "string"}},
+            "installs": {"type": "array", "items": install},
+            "channels": {
+                "type": "object",
+                "description": "Identity translation (SPEC §4.9): reachable identities.",
+                "required": ["emails", "phones", "push"],
+                "properties": {
+                    "emails": {"type": "array", "items": channel},
+                    "phones": {"type": "array", "items": channel},
+                    "push": {
+                        "type": "array",
+                        "description": "Installs not uninstalled, with push enabled.",
+                        "items": {
+                            "type": "object",
+                            "required": ["pushRegistrationId", "appCode", "primary"],
+                            "properties": {
+                                "pushRegistrationId": string("Install id.", min_length=1),
+                                "appCode": string("Application code."),
+                                "primary": boolean("Primary push target."),
+                            },
+                        },
+                    },
+                },
+            },
+            "mergedFrom": {
+                "type": "array",
+                "description": "Profiles merged into this one.",
+                "items": {"type": "string"},
+            },
+        },
+        "$defs": {"attributeValue": attribute_value()},
+    }
+    example = {
+        "profileId": "p-3f9a1c2b7d4e",
+        "kind": "person",
+        "pool": "default",
+        "version": 7,
+        "createdAt": 1732352400000,
+        "identities": {"externalUserId": "u-1842", "emails": ["ana@example.com"], "phones": []},
+        "attributes": {"firstName": "Ana", "city": "Lisbon"},
+        "customAttributes": {"loyaltyTier": "gold"},
+        "tags": ["vip"],
+        "installs": [
+            {
+                "pushRegistrationId": "fcm:dGhpcyBpcyBhIHRva2Vu",
+                "appCode": "shop-android",
+                "lifecycle": "personalized",
+                "primaryDevice": True,
+                "pushEnabled": True,
+                "systemData": {"platform": "android"},
+                "customAttributes": {"theme": "dark"},
+                "linkedAt": 1732352400000,
+            }
+        ],
+        "channels": {
+            "emails": [{"value": "ana@example.com", "primary": True}],
+            "phones": [],
+            "push": [
+                {
+                    "pushRegistrationId": "fcm:dGhpcyBpcyBhIHRva2Vu",
+                    "appCode": "shop-android",
+                    "primary": True,
+                }
+            ],
+        },
+        "mergedFrom": ["p-9c0d"],
+    }
+    return document(
+        "output/profile-snapshot",
+        "profile snapshot",
+        "Latest full state of a profile; the compacted topic holds a null value (tombstone) "
+        "when the profile is merged away or forgotten. Key: profileId.",
+        body,
+        [example],
+    )
+
+
+def dead_letter_schema() -> Schema:
+    body: Schema = {
+        "type": "object",
+        "required": ["reason", "detail", "originalBase64", "key", "headers", "source"],
+        "properties": {
+            "reason": {"enum": list(REJECT_REASONS), "description": "Reason code (RejectReason)."},
+            "detail": {
+                "type": "string",
+                "description": "Human-readable detail; names the field path.",
+            },
+            "originalBase64": {
+                "type": "string",
+                "contentEncoding": "base64",
+                "description": "The original record value, byte for byte.",
+            },
+            "key": {
+                "type": ["string", "null"],
+                "contentEncoding": "base64",
+                "description": "The original record key (base64), null if none.",
+            },
+            "headers": {
+                "type": "array",
+                "description": "The original record headers, in order.",
+                "items": {
+                    "type": "object",
+                    "required": ["key", "valueBase64"],
+                    "properties": {
+                        "key": {"type": "string"},
+                        "valueBase64": {"type": ["string", "null"], "contentEncoding": "base64"},
+                    },
+                },
+            },
+            "source": {
+                "type": "object",
+                "required": ["topic", "partition", "offset", "timestamp"],
+                "properties": {
+                    "topic": {"type": "string"},
+                    "partition": {"type": "integer", "minimum": 0},
+                    "offset": {"type": "integer", "minimum": 0},
+                    "timestamp": {"type": "integer", "description": "Kafka record time (ms)."},
+                },
+            },
+        },
+    }
+    example = {
+        "reason": "malformed_json",
+        "detail": "invalid JSON: unexpected end of data",
+        "originalBase64": "eyJldmVudElkIjo=",
+        "key": "ZmNtOmRHaHBjeUJwY3lCaElIUnZhMlZ1",
+        "headers": [{"key": "sdk", "valueBase64": "NS4yLjE="}],
+        "source": {
+            "topic": "idstream.events",
+            "partition": 3,
+            "offset": 1842,
+            "timestamp": 1732352400000,
+        },
+    }
+    return document(
+        "output/dead-letter",
+        "dead letter",
+        "A rejected input record: original bytes untouched (base64), reason code, detail and "
+        "source position. Key: the original key.",
+        body,
+        [example],
+    )
+
+
+def all_schemas() -> dict[str, Schema]:
+    out = input_schemas()
+    out["output/resolved-event.schema.json"] = resolved_event_schema()
+    out["output/profile-change.schema.json"] = profile_change_schema()
+    out["output/profile-snapshot.schema.json"] = profile_snapshot_schema()
+    out["output/dead-letter.schema.json"] = dead_letter_schema()
+    return out
+
+
+def render(schema: Schema) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stale = []
+    for rel, schema in all_schemas().items():
+        path = HERE / rel
+        text = render(schema)
+        if check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(rel)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        print("stale schemas (run schemas/generate.py):", *stale, sep="\n  ")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,303 @@
+"""bytes -> domain event, or a Rejection saying why not; codecs layer. Never raises.
+
+The fast path is one msgspec typed decode (types, required and unknown fields, sizes, all
+in C); only a record that fails it is parsed again, with orjson, to name the reason in the
+order the contract gives: size, JSON, type, schema. bench/decode.py holds the measurement
+that chose msgspec; docs/decoding.md the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any, Final
+
+import msgspec
+import orjson
+from msgspec import UNSET
+
+from idstream.codecs.limits import DEFAULT_LIMITS, Limits
+from idstream.codecs.wire import wire_types
+from idstream.domain.events import (
+    EMPTY,
+    NO_PROPERTIES,
+    PERSON_STANDARD_ATTRIBUTES,
+    STANDARD_PROPERTIES,
+    SYSTEM_DATA_FIELDS,
+    AnyEvent,
+    AppCode,
+    AppLaunch,
+    AttributeValue,
+    Custom,
+    Depersonalize,
+    EventId,
+    EventType,
+    Forget,
+    IdentityKind,
+    IdentityReplacement,
+    Install,
+    InstallUpdate,
+    Personalize,
+    PersonAttributes,
+    PersonUpdate,
+    PushRegistrationId,
+    RecordMeta,
+    Uninstall,
+    UserIdentity,
+)
+from idstream.domain.reasons import RejectReason
+
+# A detail quotes at most this much of what the producer sent.
+_MAX_DETAIL = 300
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+_KNOWN_TYPES: Final = frozenset(t.value for t in EventType)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a record cannot become an event: a reason code and a detail naming the field."""
+
+    reason: RejectReason
+    detail: str
+
+
+def decode(
+    value: bytes, meta: RecordMeta | None = None, limits: Limits = DEFAULT_LIMITS
+) -> AnyEvent | Rejection:
+    """Decode one input record value. Returns the event or a Rejection; never raises.
+
+    With `meta`, an event stamped more than `limits.max_future_skew_ms` after the Kafka
+    record time is rejected (`timestamp_out_of_range`).
+    """
+    if len(value) > limits.max_record_bytes:
+        return Rejection(
+            RejectReason.OVERSIZE, f"record is {len(value)} bytes > {limits.max_record_bytes}"
+        )
+    types = wire_types(limits)
+    try:
+        wire = types.decoder.decode(value)
+    except msgspec.ValidationError as exc:
+        return _explain(value, str(exc))
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return Rejection(RejectReason.MALFORMED_JSON, _clip(f"invalid JSON: {exc}"))
+    # Cross-field rules and the timestamp conversion can only fail in ways we raise as
+    # _Invalid; anything else would be a bug, and the message path must not die of it.
+    try:
+        event = _CONVERTERS[wire.__class__.__name__](wire)
+    except _Invalid as exc:
+        return Rejection(RejectReason.SCHEMA_VIOLATION, _clip(str(exc)))
+    if meta is not None and event.timestamp - meta.record_timestamp > limits.max_future_skew_ms:
+        return Rejection(
+            RejectReason.TIMESTAMP_OUT_OF_RANGE,
+            f"$.timestamp: {event.timestamp} is more than {limits.max_future_skew_ms} ms "
+            f"after the record timestamp {meta.record_timestamp}",
+        )
+    return event
+
+
+class _Invalid(ValueError):
+    """A rule msgspec cannot state; the message starts with the field path."""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+def _explain(value: bytes, message: str) -> Rejection:
+    """Name the reason for a record msgspec refused, in contract order."""
+    # msgspec stops at the first bad field: the rest may not even be JSON.
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Rejection(RejectReason.MALFORMED_JSON, _clip(f"invalid JSON: {exc}"))
+    if not isinstance(doc, dict):
+        return Rejection(RejectReason.SCHEMA_VIOLATION, _clip(f"$: {message}"))
+    event_type = doc.get("type")
+    if not isinstance(event_type, str):
+        what = "is required" if "type" not in doc else "must be a string"
+        return Rejection(RejectReason.SCHEMA_VIOLATION, f"$.type: {what}")
+    if event_type not in _KNOWN_TYPES:
+        return Rejection(RejectReason.UNKNOWN_TYPE, _clip(f"$.type: unknown type {event_type!r}"))
+    if "of length <=" in message:
+        return Rejection(RejectReason.OVERSIZE, _clip(message))
+    return Rejection(RejectReason.SCHEMA_VIOLATION, _clip(message))
+
+
+# ---------------------------------------------------------------- timestamps
+
+
+def _timestamp_ms(raw: int | str) -> int:
+    if isinstance(raw, int):
+        return raw
+    # The wire pattern has fixed the layout: YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM).
+    try:
+        local = datetime.fromisoformat(raw[:19]).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise _Invalid(f"$.timestamp: not a valid date-time: {raw!r}") from exc
+    rest = raw[19:]
+    millis = 0
+    if rest.startswith("."):
+        end = 1
+        while rest[end].isdigit():
+            end += 1
+        millis = int(rest[1:end][:3].ljust(3, "0"))
+        rest = rest[end:]
+    offset_ms = 0
+    if rest != "Z":
+        hours, minutes = int(rest[1:3]), int(rest[4:6])
+        if hours > 23 or minutes > 59:
+            raise _Invalid(f"$.timestamp: invalid UTC offset {rest!r}")
+        offset_ms = (hours * 60 + minutes) * 60_000 * (1 if rest[0] == "+" else -1)
+    return (local - _EPOCH) // _MS + millis - offset_ms
+
+
+# ---------------------------------------------------------------- wire -> domain
+
+
+def _mapping(raw: Any) -> Any:
+    return EMPTY if raw is UNSET or not raw else MappingProxyType(raw)
+
+
+def _standard_properties(wire: Any) -> Any:
+    found = {name: v for name in STANDARD_PROPERTIES if (v := getattr(wire, name)) is not UNSET}
+    return MappingProxyType(found) if found else NO_PROPERTIES
+
+
+def _common(wire: Any) -> dict[str, Any]:
+    return {
+        "event_id": EventId(wire.eventId),
+        "timestamp": _timestamp_ms(wire.timestamp),
+        "app_code": AppCode(wire.appCode),
+        "push_registration_id": PushRegistrationId(wire.pushRegistrationId),
+        "standard_properties": _standard_properties(wire),
+    }
+
+
+def _system_data(raw: Any) -> Any:
+    if raw is UNSET:
+        return EMPTY
+    found = {name: v for name in SYSTEM_DATA_FIELDS if (v := getattr(raw, name)) is not UNSET}
+    return MappingProxyType(found) if found else EMPTY
+
+
+def _identity(raw: Any, path: str) -> UserIdentity:
+    external = None if raw.externalUserId is UNSET else raw.externalUserId
+    identity = UserIdentity(external_user_id=external, emails=raw.emails, phones=raw.phones)
+    if identity.is_empty():
+        raise _Invalid(f"{path}: needs at least one of externalUserId, emails, phones")
+    return identity
+
+
+def _person_attributes(raw: Any) -> PersonAttributes:
+    if raw is UNSET:
+        return PersonAttributes()
+    standard: dict[str, AttributeValue] = {
+        name: v for name in PERSON_STANDARD_ATTRIBUTES if (v := getattr(raw, name)) is not UNSET
+    }
+    return PersonAttributes(
+        standard=MappingProxyType(standard) if standard else EMPTY,
+        custom=_mapping(raw.customAttributes),
+    )
+
+
+def _require_one(wire: Any, names: tuple[str, ...]) -> None:
+    if all(getattr(wire, name) is UNSET for name in names):
+        raise _Invalid(f"$: needs at least one of {', '.join(names)}")
+
+
+def _install(wire: Any) -> AnyEvent:
+    return Install(**_common(wire), system_data=_system_data(wire.systemData))
+
+
+def _app_launch(wire: Any) -> AnyEvent:
+    return AppLaunch(**_common(wire))
+
+
+def _install_update(wire: Any) -> AnyEvent:
+    _require_one(wire, ("systemData", "customAttributes", "primaryDevice"))
+    return InstallUpdate(
+        **_common(wire),
+        system_data=_system_data(wire.systemData),
+        custom_attributes=_mapping(wire.customAttributes),
+        primary_device=None if wire.primaryDevice is UNSET else wire.primaryDevice,
+    )
+
+
+def _personalize(wire: Any) -> AnyEvent:
+    return Personalize(
+        **_common(wire),
+        user_identity=_identity(wire.userIdentity, "$.userIdentity"),
+        user_attributes=_person_attributes(wire.userAttributes),
+        force_depersonalize=wire.forceDepersonalize,
+    )
+
+
+def _depersonalize(wire: Any) -> AnyEvent:
+    return Depersonalize(**_common(wire))
+
+
+_PERSON_UPDATE_FIELDS = (
+    "attributes",
+    "tagsAdded",
+    "tagsRemoved",
+    "identitiesAdded",
+    "identitiesRemoved",
+    "identitiesReplaced",
+)
+
+
+def _person_update(wire: Any) -> AnyEvent:
+    _require_one(wire, _PERSON_UPDATE_FIELDS)
+    added, removed, replaced = wire.identitiesAdded, wire.identitiesRemoved, wire.identitiesReplaced
+    return PersonUpdate(
+        **_common(wire),
+        attributes=_person_attributes(wire.attributes),
+        tags_added=() if wire.tagsAdded is UNSET else wire.tagsAdded,
+        tags_removed=() if wire.tagsRemoved is UNSET else wire.tagsRemoved,
+        identities_added=(
+            UserIdentity() if added is UNSET else _identity(added, "$.identitiesAdded")
+        ),
+        identities_removed=(
+            UserIdentity() if removed is UNSET else _identity(removed, "$.identitiesRemoved")
+        ),
+        identities_replaced=()
+        if replaced is UNSET
+        else tuple(IdentityReplacement(IdentityKind(r.kind), r.old, r.new) for r in replaced),
+    )
+
+
+def _custom(wire: Any) -> AnyEvent:
+    return Custom(
+        **_common(wire), definition_id=wire.definitionId, properties=_mapping(wire.properties)
+    )
+
+
+def _uninstall(wire: Any) -> AnyEvent:
+    return Uninstall(**_common(wire))
+
+
+def _forget(wire: Any) -> AnyEvent:
+    raw = wire.userIdentity
+    return Forget(
+        **_common(wire),
+        user_identity=None if raw is UNSET else _identity(raw, "$.userIdentity"),
+    )
+
+
+def _wire_name(event_type: EventType) -> str:
+    return f"Wire{event_type.value[0].upper()}{event_type.value[1:]}"
+
+
+_CONVERTERS: Final = {
+    _wire_name(EventType.INSTALL): _install,
+    _wire_name(EventType.APP_LAUNCH): _app_launch,
+    _wire_name(EventType.INSTALL_UPDATE): _install_update,
+    _wire_name(EventType.PERSONALIZE): _personalize,
+    _wire_name(EventType.DEPERSONALIZE): _depersonalize,
+    _wire_name(EventType.PERSON_UPDATE): _person_update,
+    _wire_name(EventType.CUSTOM): _custom,
+    _wire_name(EventType.UNINSTALL): _uninstall,
+    _wire_name(EventType.FORGET): _forget,
+}
