@@ -1,0 +1,54 @@
+"""`idstream simulate --output FILE`: the file holds exactly the generator's records."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from idstream.simulate import TrafficConfig, cli, generate
+
+
+def main(argv: list[str]) -> int:
+    # The subcommand alone, so that other commands' imports cannot break this test.
+    assert argv[0] == "simulate"
+    parser = argparse.ArgumentParser(prog="idstream simulate")
+    cli.add_arguments(parser)
+    return cli.run(parser.parse_args(argv[1:]))
+
+
+def test_output_file_holds_one_value_per_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "events.jsonl"
+    argv = ["simulate", "--seed", "5", "--users", "50", "--events", "3000"]
+    code = main([*argv, "--malformed-share", "0.01", "--output", str(out)])
+    assert code == 0
+    expected = [
+        r.value
+        for r in generate(TrafficConfig(seed=5, users=50, events=3000, malformed_share=0.01))
+    ]
+    assert out.read_bytes().split(b"\n")[:-1] == expected
+    printed = capsys.readouterr().out
+    assert "3,000 records to" in printed
+    assert "appLaunch" in printed
+    assert "malformed" in printed
+
+
+def test_app_codes_are_taken_from_the_option(tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    argv = ["simulate", "--events", "500", "--app-codes", "a,b,c", "--quiet", "--output", str(out)]
+    assert main(argv) == 0
+    assert b'"appCode":"shop"' not in out.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "bad", [["--users", "0"], ["--malformed-share", "2"], ["--rate", "-1"], ["--app-codes", ","]]
+)
+def test_invalid_options_exit_with_2(
+    tmp_path: Path, bad: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["simulate", "--events", "10", *bad, "--output", str(tmp_path / "x.jsonl")]
+    assert main(argv) == 2
+    assert "idstream simulate:" in capsys.readouterr().err
