@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from idstream.codecs.decode import Rejection, decode
+from idstream.codecs.decoder import Rejection, decode
 from idstream.codecs.encode import (
     dead_letter_record,
     encode_record,

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from idstream.codecs.decode import Rejection
+from idstream.codecs.decoder import Rejection
 from idstream.domain.events import (
     AnyEvent,
     Custom,

@@ -2,7 +2,9 @@
 
 msgspec checks types, required fields, unknown fields and sizes in C while it parses, so
 the schema rules live here as struct fields; what msgspec cannot say (at least one of
-several fields) is checked in decode.py. Mirrors schemas/input/*.schema.json.
+several fields, duplicate keys) is checked in decoder.py. Mirrors schemas/input/*.schema.json.
+Optional fields default to UNSET, even where the domain has a default, so decoder.py can
+count the keys that were present.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ Field = tuple[str, Any] | tuple[str, Any, Any]
 
 class WireTypes:
     """The decoding type (a tagged union of one struct per event type) and the parts
-    decode.py converts."""
+    decoder.py converts."""
 
     def __init__(self, limits: Limits) -> None:
         text: Any = Annotated[str, Meta(max_length=limits.max_string_chars)]
@@ -71,8 +73,8 @@ class WireTypes:
             "UserIdentity",
             [
                 ("externalUserId", text | UnsetType, UNSET),
-                ("emails", identity_list, ()),
-                ("phones", identity_list, ()),
+                ("emails", identity_list | UnsetType, UNSET),
+                ("phones", identity_list | UnsetType, UNSET),
             ],
         )
         self.person_attributes: Any = struct(
@@ -98,7 +100,7 @@ class WireTypes:
             ("appCode", name),
             ("pushRegistrationId", name),
         ]
-        optional: list[Field] = [("schemaVersion", Literal[1], 1)]
+        optional: list[Field] = [("schemaVersion", Literal[1] | UnsetType, UNSET)]
         optional += [(field, text | UnsetType, UNSET) for field in STANDARD_PROPERTIES]
         specific: dict[EventType, tuple[list[Field], list[Field]]] = {
             EventType.INSTALL: ([], [("systemData", self.system_data | UnsetType, UNSET)]),
@@ -115,7 +117,7 @@ class WireTypes:
                 [("userIdentity", self.user_identity)],
                 [
                     ("userAttributes", self.person_attributes | UnsetType, UNSET),
-                    ("forceDepersonalize", bool, False),
+                    ("forceDepersonalize", bool | UnsetType, UNSET),
                 ],
             ),
             EventType.DEPERSONALIZE: ([], []),

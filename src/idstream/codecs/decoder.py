@@ -8,6 +8,7 @@ that chose msgspec; docs/decoding.md the numbers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -82,8 +83,8 @@ def decode(
         return _explain(value, str(exc))
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         return Rejection(RejectReason.MALFORMED_JSON, _clip(f"invalid JSON: {exc}"))
-    # Cross-field rules and the timestamp conversion can only fail in ways we raise as
-    # _Invalid; anything else would be a bug, and the message path must not die of it.
+    if _has_duplicate_keys(value, wire):
+        return Rejection(RejectReason.MALFORMED_JSON, "invalid JSON: duplicate object key")
     try:
         event = _CONVERTERS[wire.__class__.__name__](wire)
     except _Invalid as exc:
@@ -123,6 +124,77 @@ def _explain(value: bytes, message: str) -> Rejection:
     if "of length <=" in message:
         return Rejection(RejectReason.OVERSIZE, _clip(message))
     return Rejection(RejectReason.SCHEMA_VIOLATION, _clip(message))
+
+
+# ---------------------------------------------------------------- duplicate keys
+
+# Whole JSON strings (escapes included); on valid JSON, scanning from the start keeps the
+# match aligned on string boundaries, since no character between strings is a quote.
+_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Wire fields that hold objects (structs, maps, or tuples of structs): their keys count too.
+_OBJECT_FIELDS: Final = frozenset(
+    {
+        "systemData",
+        "userIdentity",
+        "userAttributes",
+        "attributes",
+        "identitiesAdded",
+        "identitiesRemoved",
+        "identitiesReplaced",
+        "customAttributes",
+        "properties",
+    }
+)
+_object_fields_of: dict[type, tuple[str, ...]] = {}
+
+
+def _count_keys(wire: Any) -> int:
+    """Object keys msgspec kept: fields present (not UNSET), map entries, nested structs."""
+    values = msgspec.structs.astuple(wire)
+    count = len(values) - values.count(UNSET)
+    names = _object_fields_of.get(type(wire))
+    if names is None:
+        names = tuple(f for f in wire.__struct_fields__ if f in _OBJECT_FIELDS)
+        _object_fields_of[type(wire)] = names
+    for name in names:
+        v = getattr(wire, name)
+        if v is UNSET:
+            continue
+        if type(v) is dict:
+            count += len(v)
+        elif type(v) is tuple:
+            count += sum(_count_keys(item) for item in v)
+        else:
+            count += _count_keys(v)
+    return count
+
+
+def _has_duplicate_keys(value: bytes, wire: Any) -> bool:
+    """True when an object repeats a key (msgspec keeps the last one silently).
+
+    On valid JSON each key is followed by exactly one colon outside strings, so those
+    colons outnumber the keys msgspec kept only when a key repeats.
+    """
+    keys = 1 + _count_keys(wire)  # the `type` tag is no struct field
+    # Fast screen: with no whitespace before any colon, every key ends in `":`, and any
+    # other `":` (inside a string) only raises the count; so equality proves no repeat.
+    # Raw tabs and line breaks cannot occur inside JSON strings, so they mean formatting.
+    if (
+        value.count(b'":') == keys
+        and b" :" not in value
+        and b"\n" not in value
+        and b"\t" not in value
+        and b"\r" not in value
+    ):
+        return False
+    outside = (
+        # An escaped quote breaks the split; strip whole strings instead (slower).
+        _JSON_STRING.sub(b"", value)
+        if b'\\"' in value
+        # Without escaped quotes, every other piece between quotes is outside strings.
+        else b"".join(value.split(b'"')[::2])
+    )
+    return outside.count(b":") != keys
 
 
 # ---------------------------------------------------------------- timestamps
@@ -184,7 +256,11 @@ def _system_data(raw: Any) -> Any:
 
 def _identity(raw: Any, path: str) -> UserIdentity:
     external = None if raw.externalUserId is UNSET else raw.externalUserId
-    identity = UserIdentity(external_user_id=external, emails=raw.emails, phones=raw.phones)
+    identity = UserIdentity(
+        external_user_id=external,
+        emails=() if raw.emails is UNSET else raw.emails,
+        phones=() if raw.phones is UNSET else raw.phones,
+    )
     if identity.is_empty():
         raise _Invalid(f"{path}: needs at least one of externalUserId, emails, phones")
     return identity
@@ -230,7 +306,7 @@ def _personalize(wire: Any) -> AnyEvent:
         **_common(wire),
         user_identity=_identity(wire.userIdentity, "$.userIdentity"),
         user_attributes=_person_attributes(wire.userAttributes),
-        force_depersonalize=wire.forceDepersonalize,
+        force_depersonalize=wire.forceDepersonalize is True,
     )
 
 
