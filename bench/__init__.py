@@ -1,0 +1,1 @@
+"""idstream benchmarks: `python -m bench [NAME ...] [--runs N]` (see bench/README.md)."""

@@ -1,0 +1,55 @@
+"""`python -m bench [NAME ...] [--runs N]`: run benchmarks, print summaries, write results.
+
+With no NAME, every benchmark whose module is present runs, cheapest first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+from bench import harness
+
+# Cheapest first; a module that is not there (yet) is left out.
+ORDER = ("generate", "decode", "ceiling", "core")
+
+
+def _available() -> list[str]:
+    return [name for name in ORDER if importlib.util.find_spec(f"bench.{name}") is not None]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    available = _available()
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(available)}")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs each (default 3)")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    known, rest = parser.parse_known_args(argv)
+    unknown = [n for n in known.names if n not in available]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; available: {', '.join(available)}")
+    machine = harness.machine_info()
+    failed = 0
+    for name in known.names or available:
+        module = importlib.import_module(f"bench.{name}")
+        if not hasattr(module, "run"):
+            # A module with its own command line (no harness Report).
+            failed += 1 if module.main(rest) else 0
+            continue
+        sub = argparse.ArgumentParser(prog=f"python -m bench {name}")
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(sub)
+        args, _ = sub.parse_known_args(rest)
+        args.runs = known.runs
+        report: harness.Report = module.run(args)
+        print(harness.summary(report, machine), flush=True)
+        if not known.no_save:
+            print(f"  saved {harness.write_result(report, machine)}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
