@@ -33,16 +33,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown benchmark {', '.join(unknown)}; available: {', '.join(available)}")
     machine = harness.machine_info()
     failed = 0
-    for name in known.names or available:
+    names = known.names or available
+    if rest and len(names) != 1:
+        parser.error(f"options {' '.join(rest)} need exactly one NAME")
+    # Extra options go to the benchmark only when it alone was named.
+    extra = rest if len(names) == 1 else []
+    for name in names:
         module = importlib.import_module(f"bench.{name}")
         if not hasattr(module, "run"):
-            # A module with its own command line (no harness Report).
-            failed += 1 if module.main(rest) else 0
+            # A module with its own command line (no harness Report): bench/decode.py.
+            failed += 1 if module.main([*extra, "--runs", str(known.runs)]) else 0
             continue
         sub = argparse.ArgumentParser(prog=f"python -m bench {name}")
         if hasattr(module, "add_arguments"):
             module.add_arguments(sub)
-        args, _ = sub.parse_known_args(rest)
+        args = sub.parse_args(extra)
         args.runs = known.runs
         report: harness.Report = module.run(args)
         print(harness.summary(report, machine), flush=True)
