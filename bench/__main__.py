@@ -31,7 +31,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [n for n in known.names if n not in available]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; available: {', '.join(available)}")
-    machine = harness.machine_info()
     failed = 0
     names = known.names or available
     if rest and len(names) != 1:
@@ -50,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = sub.parse_args(extra)
         args.runs = known.runs
         report: harness.Report = module.run(args)
+        # Load average as it was while this benchmark ran.
+        machine = harness.machine_info()
         print(harness.summary(report, machine), flush=True)
         if not known.no_save:
             print(f"  saved {harness.write_result(report, machine)}", flush=True)
