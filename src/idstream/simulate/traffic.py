@@ -30,6 +30,8 @@ _NO_FLAGS: tuple[str, ...] = ()
 # Relaunches land this far after the previous launch: always inside the 30 s window.
 _RELAUNCH_MAX_MS = 29_000
 _RECENT_LAUNCHES = 64
+# Custom events that belong to one of the latest sessions rather than to any install.
+_IN_SESSION = 0.8
 
 
 class SimRecord(NamedTuple):
@@ -272,8 +274,17 @@ class Traffic:
             return self._install()
         return self._launch(install, _NO_FLAGS)
 
+    def _in_session(self) -> Install | None:
+        """Mostly an install launched a moment ago (custom events come in sessions)."""
+        recent = self._recent
+        if recent and self._rng.random() < _IN_SESSION:
+            candidate = recent[-1 - int(self._rng.random() * min(len(recent), 16))]
+            if candidate.active_pos >= 0:
+                return candidate
+        return self._pick_active()
+
     def _custom(self) -> SimRecord:
-        install = self._pick_active()
+        install = self._in_session()
         if install is None:
             return self._install()
         rng = self._rng
