@@ -51,7 +51,7 @@ class Stamped:
 
 @dataclass(frozen=True, slots=True)
 class InstallRecord:
-    """One install (table ``install.installs``, key: pushRegistrationId)."""
+    """One install (table ``install_installs``, key: pushRegistrationId)."""
 
     push_registration_id: str
     app_code: str
@@ -83,7 +83,7 @@ class InstallRecord:
 
 @dataclass(frozen=True, slots=True)
 class SegmentRecord:
-    """A segment of an install (``install.segments``, key: prid US segment)."""
+    """A segment of an install (``install_segments``, key: prid US segment)."""
 
     kind: str  # SEGMENT_ANONYMOUS | SEGMENT_PERSON
     profile_id: str | None  # None while the pool's decision is pending
@@ -92,7 +92,7 @@ class SegmentRecord:
 
 @dataclass(frozen=True, slots=True)
 class LinkSeq:
-    """Newest pool_seq applied to a segment (``install.link_seqs``; not in the digest:
+    """Newest pool_seq applied to a segment (``install_link_seqs``; not in the digest:
     pool sequence numbers depend on arrival order)."""
 
     pool_seq: int
@@ -100,7 +100,7 @@ class LinkSeq:
 
 @dataclass(frozen=True, slots=True)
 class HeldEvent:
-    """A resolved event waiting for its segment's link (``install.held``,
+    """A resolved event waiting for its segment's link (``install_held``,
     key: prid US segment US 10-digit counter)."""
 
     event_id: str
@@ -122,7 +122,7 @@ class SentClaim:
 
 @dataclass(frozen=True, slots=True)
 class AppliedEvent:
-    """What an applied eventId did (``install.applied``, key: prid US eventId), so a
+    """What an applied eventId did (``install_applied``, key: prid US eventId), so a
     duplicate is a no-op and a crash redelivery (same source offset) re-sends the same."""
 
     source: tuple[str, int, int] | None  # topic, partition, offset
@@ -134,11 +134,11 @@ class AppliedEvent:
     dropped: bool = False  # a launch inside the dedup window
 
 
-INSTALLS = "install.installs"
-SEGMENTS = "install.segments"
-LINK_SEQS = "install.link_seqs"
-HELD = "install.held"
-APPLIED = "install.applied"
+INSTALLS = "install_installs"
+SEGMENTS = "install_segments"
+LINK_SEQS = "install_link_seqs"
+HELD = "install_held"
+APPLIED = "install_applied"
 
 INSTALL_TABLE_TYPES: Mapping[str, type] = MappingProxyType(
     {
