@@ -1,0 +1,134 @@
+"""The reference verdict for the codec tests: stdlib json + jsonschema on schemas/input.
+
+Independent of idstream.codecs: strict JSON (UTF-8, no NaN/Infinity, no duplicate keys, no
+lone surrogates), then the draft 2020-12 schema with RFC 3339 formats asserted and
+integers written without a fraction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+MAX_RECORD_BYTES = 64 * 1024
+
+_DATE_TIME = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+format_checker = jsonschema.FormatChecker()
+
+
+@format_checker.checks("date-time")
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    match = _DATE_TIME.match(value)
+    if not match:
+        return False
+    try:
+        datetime.strptime(value[:19].replace("t", "T").replace(" ", "T"), "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return False
+    offset = match.group(2)
+    return offset in "Zz" or (int(offset[1:3]) <= 23 and int(offset[4:6]) <= 59)
+
+
+@format_checker.checks("date")
+def _is_date(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    try:
+        return bool(_DATE.match(value)) and bool(datetime.strptime(value, "%Y-%m-%d"))
+    except ValueError:
+        return False
+
+
+def _strict_integer(checker: object, value: object) -> bool:
+    # JSON Schema calls 1.0 an integer; the contract wants integers written as integers.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+StrictValidator = jsonschema.validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer),
+)
+
+
+def load(rel: str) -> dict[str, Any]:
+    return json.loads((SCHEMAS / rel).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+@cache
+def validator(rel: str) -> Any:
+    return StrictValidator(load(rel), format_checker=format_checker)
+
+
+class Rejected(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise Rejected("duplicate key")
+    return out
+
+
+def _constant(name: str) -> Any:
+    raise Rejected(f"{name} is not JSON")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise Rejected("number out of range")
+    return value
+
+
+def _check_strings(value: Any) -> None:
+    # json.loads lets lone surrogate escapes through; they are not Unicode text.
+    if isinstance(value, str):
+        value.encode("utf-8")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            k.encode("utf-8")
+            _check_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_strings(v)
+
+
+def parse(raw: bytes) -> Any:
+    """Strict JSON, or Rejected."""
+    try:
+        text = raw.decode("utf-8")
+        doc = json.loads(
+            text, object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float
+        )
+        _check_strings(doc)
+    except (ValueError, RecursionError) as exc:  # UnicodeError and JSONDecodeError included
+        raise Rejected(str(exc)) from exc
+    return doc
+
+
+def accepts(raw: bytes) -> bool:
+    """The reference verdict on one input record value."""
+    if len(raw) > MAX_RECORD_BYTES:
+        return False
+    try:
+        doc = parse(raw)
+    except Rejected:
+        return False
+    return bool(validator("input/event.schema.json").is_valid(doc))
