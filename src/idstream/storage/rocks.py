@@ -7,11 +7,12 @@ N inputs, so one WriteBatch carries the state changes of many events.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from bisect import bisect_left
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import msgspec
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
@@ -25,7 +26,6 @@ from idstream.storage.layout import (
     prefix_upper_bound,
     table_prefix,
 )
-from idstream.storage.rocksdb_options import RocksDBOptions
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,44 @@ class _Deleted:
 DELETED: Final = _Deleted()
 
 
-def _rocksdict_options(tuning: RocksDBOptions) -> Options:
+class Tuning(Protocol):
+    """What the store reads of storage.rocksdb_options.RocksDBOptions (the one place the
+    tuning is decided); any object with these attributes will do."""
+
+    @property
+    def block_cache_size(self) -> int: ...
+    @property
+    def write_buffer_size(self) -> int: ...
+    @property
+    def max_write_buffer_number(self) -> int: ...
+    @property
+    def target_file_size_base(self) -> int: ...
+    @property
+    def max_open_files(self) -> int: ...
+    @property
+    def bloom_filter_size(self) -> int: ...
+
+
+def _default_tuning() -> Tuning:
+    # Imported by name: the options module is the foundation's, and optional here.
+    try:
+        module = importlib.import_module("idstream.storage.rocksdb_options")
+    except ImportError:  # pragma: no cover - plain defaults then
+        return _RocksDefaults()
+    tuning: Tuning = module.RocksDBOptions()
+    return tuning
+
+
+class _RocksDefaults:
+    block_cache_size = 32 << 20
+    write_buffer_size = 64 << 20
+    max_write_buffer_number = 2
+    target_file_size_base = 64 << 20
+    max_open_files = -1
+    bloom_filter_size = 10
+
+
+def _rocksdict_options(tuning: Tuning) -> Options:
     options = Options(raw_mode=True)
     options.create_if_missing(True)
     options.set_write_buffer_size(tuning.write_buffer_size)
@@ -174,10 +211,10 @@ class RocksStore:
     Raises StateFormatError at open when the directory holds state of another format version.
     """
 
-    def __init__(self, path: str | Path, tuning: RocksDBOptions | None = None) -> None:
+    def __init__(self, path: str | Path, tuning: Tuning | None = None) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.db = Rdict(str(self.path), _rocksdict_options(tuning or RocksDBOptions()))
+        self.db = Rdict(str(self.path), _rocksdict_options(tuning or _default_tuning()))
         self.tables: dict[str, RocksTable[Any]] = {}
         self.pending_writes = 0
         try:
