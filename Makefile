@@ -34,7 +34,7 @@ bench: $(STAMP) ## run the benchmarks (see bench/README.md)
 	$(BIN)/python -m bench
 
 kafka: ## run a local Kafka broker in the foreground (Ctrl-C stops it)
-	$(PY) scripts/kafka_local.py run
+	$(BIN)/python -m idstream.devbroker run
 
 clean: ## remove the virtualenv and caches (not the jar cache in ~/.cache/idstream)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,142 @@
+"""Small aiokafka helpers for tests: create topics, produce, read a topic, delete records."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterable
+from types import TracebackType
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+
+async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) -> None:
+    """Create the topics (replication 1); existing ones are left alone."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in topics]
+        )
+        for name, code, *rest in response.topic_errors:
+            if code and code != TopicAlreadyExistsError.errno:
+                raise for_code(code)(f"cannot create {name}: {rest}")
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    """Send (key, value) records in order and wait until all are acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        return dict(await consumer.end_offsets(tps)) if tps else {}
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[TopicPartition, int]:
+    """The offsets `group` has committed on `topic` (partitions without a commit are left out)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+async def all_committed(bootstrap: str, group: str, topic: str) -> bool:
+    """True when `group` has committed every record now in `topic`."""
+    ends = {tp: end for tp, end in (await end_offsets(bootstrap, topic)).items() if end > 0}
+    committed = await committed_offsets(bootstrap, group, topic)
+    return all(committed.get(tp, -1) >= end for tp, end in ends.items())
+
+
+async def delete_all_records(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    """Delete every record now in `topic` (move each log start to the end); return the ends.
+
+    Kafka refuses DeleteRecords on a compact-only topic (PolicyViolation), so the topic's
+    cleanup.policy becomes "compact,delete" first (AlterConfigs replaces all overrides).
+    """
+    ends = await end_offsets(bootstrap, topic)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        policy = {"cleanup.policy": "compact,delete"}
+        for response in await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, policy)]
+        ):
+            for code, message, *_ in response.resources:
+                if code:
+                    raise for_code(code)(f"cannot alter {topic}: {message}")
+        await admin.delete_records({tp: RecordsToDelete(end) for tp, end in ends.items()})
+    finally:
+        await admin.close()
+    return ends
+
+
+class TopicReader:
+    """Reads a whole topic from the beginning in the background (no consumer group).
+
+    `values[key]` lists the values of a key in the order they arrived.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.values: dict[bytes, list[bytes]] = defaultdict(list)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def latest(self) -> dict[bytes, bytes]:
+        return {key: vals[-1] for key, vals in self.values.items() if vals}
+
+    async def __aenter__(self) -> TopicReader:
+        # Short metadata refresh so partitions created later are seen quickly.
+        self._consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            metadata_max_age_ms=1000,
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(self._consumer))
+        return self
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        async for record in consumer:
+            self.values[record.key].append(record.value)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
