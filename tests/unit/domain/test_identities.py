@@ -1,0 +1,154 @@
+"""Identity normalization, the junk blocklist and masking (SPEC §4.3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from idstream.domain.config import DEFAULT_BLOCKLIST
+from idstream.domain.events import IdentityKind
+from idstream.domain.identities import (
+    identity_hash,
+    install_hash,
+    is_blocked,
+    mask,
+    normalize_email,
+    normalize_external_user_id,
+    normalize_identity,
+    normalize_phone,
+)
+from idstream.domain.reasons import RejectReason
+
+EMAIL, PHONE, EXT = IdentityKind.EMAIL, IdentityKind.PHONE, IdentityKind.EXTERNAL_USER_ID
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("john@example.com", "john@example.com"),
+        ("  John.Doe@Example.COM ", "john.doe@example.com"),
+        ("a+tag@mail.example.co.uk", "a+tag@mail.example.co.uk"),
+        ("john@example", None),  # no dotted domain
+        ("john", None),
+        ("@example.com", None),
+        ("jo hn@example.com", None),
+        ("john@@example.com", None),
+        ("john@example..com", None),
+        ("", None),
+    ],
+)
+def test_emails_are_trimmed_lower_cased_and_must_look_like_an_address(
+    raw: str, expected: str | None
+) -> None:
+    assert normalize_email(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("+385912345678", "+385912345678"),
+        ("+385 91 234 5678", "+385912345678"),
+        ("00385-91-234-5678", "+385912345678"),
+        ("(385) 91.234.5678", "+385912345678"),
+        ("385912345678", "+385912345678"),
+        ("+1 (555) 123-4567", "+15551234567"),
+        ("091 234 5678", None),  # national trunk prefix: country unknown
+        ("+1234567", None),  # 7 digits: too short
+        ("+1234567890123456", None),  # 16 digits: too long
+        ("+385 91 234 567x", None),
+        ("++385912345678", None),
+        ("", None),
+    ],
+)
+def test_phones_become_e164(raw: str, expected: str | None) -> None:
+    assert normalize_phone(raw) == expected
+
+
+def test_external_user_id_is_trimmed() -> None:
+    assert normalize_external_user_id("  user-42\t") == "user-42"
+    assert normalize_external_user_id("   ") is None
+    assert normalize_external_user_id("x" * 257) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "   ",
+        "0",
+        "-1",
+        "000-000",
+        "---",
+        "null",
+        "NULL",
+        " Undefined ",
+        "none",
+        "NaN",
+        "true",
+        "False",
+        "anonymous",
+        "Guest",
+        "id",
+        "email",
+        "not_authenticated",
+        "[object Object]",
+        '"null"',
+        "'undefined'",
+        '" guest "',
+        "test@test.com",
+        "TEST@Test.com",
+    ],
+)
+def test_default_blocklist(raw: str) -> None:
+    assert is_blocked(raw, DEFAULT_BLOCKLIST)
+
+
+@pytest.mark.parametrize("raw", ["u1", "10", "0-1-2", "nullable", "john@example.com", "guest1"])
+def test_real_values_are_not_blocked(raw: str) -> None:
+    assert not is_blocked(raw, DEFAULT_BLOCKLIST)
+
+
+def test_blocklist_is_configurable() -> None:
+    assert is_blocked("shared@corp.com", frozenset({"shared@corp.com"}))
+    assert not is_blocked("null", frozenset())
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "expected"),
+    [
+        (EMAIL, " A@B.com ", ("a@b.com", None)),
+        (EMAIL, "null", (None, RejectReason.BLOCKED_IDENTITY)),
+        (EMAIL, "Test@Test.com", (None, RejectReason.BLOCKED_IDENTITY)),
+        (EMAIL, "not-an-email", (None, RejectReason.INVALID_IDENTITY)),
+        (PHONE, "000-000", (None, RejectReason.BLOCKED_IDENTITY)),
+        (PHONE, "12", (None, RejectReason.INVALID_IDENTITY)),
+        (EXT, " u1 ", ("u1", None)),
+        (EXT, '"undefined"', (None, RejectReason.BLOCKED_IDENTITY)),
+        (EXT, "-1", (None, RejectReason.BLOCKED_IDENTITY)),
+    ],
+)
+def test_normalize_identity_says_why_a_value_is_unusable(
+    kind: IdentityKind, raw: str, expected: tuple[str | None, RejectReason | None]
+) -> None:
+    assert normalize_identity(kind, raw, DEFAULT_BLOCKLIST) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "masked"),
+    [
+        (EMAIL, "john@example.com", "j***@e***.com"),
+        (EMAIL, "a@b.co.uk", "a***@b***.uk"),
+        (PHONE, "+385912345678", "+38********78"),
+        (PHONE, "+1234", "+****"),
+        (EXT, "user-42", "u***2"),
+        (EXT, "ab", "***"),
+    ],
+)
+def test_mask_hides_personal_data(kind: IdentityKind, value: str, masked: str) -> None:
+    assert mask(kind, value) == masked
+
+
+def test_forget_hashes_hold_no_raw_value_and_depend_on_pool() -> None:
+    hashed = identity_hash("default", EMAIL, "john@example.com")
+    assert "john" not in hashed and "example" not in hashed
+    assert hashed != identity_hash("other", EMAIL, "john@example.com")
+    assert install_hash("default", "prid-1") != install_hash("default", "prid-2")

@@ -1,0 +1,196 @@
+"""Pool stage as an event-time fold: late claims, idempotency, redelivery, convergence (SPEC §5)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.unit.domain.pool_harness import ClaimMaker, PoolHarness, identity
+
+from idstream.domain.events import IdentityKind, RecordMeta
+from idstream.domain.messages import Claim, OutputTopic
+from idstream.domain.pool import DIGEST_EXCLUDED, POOL_TABLE_TYPES
+
+EMAIL = IdentityKind.EMAIL
+
+
+def in_order(claims: list[Claim]) -> PoolHarness:
+    h = PoolHarness()
+    for claim in sorted(claims, key=lambda c: (c.order, c.push_registration_id, c.seq)):
+        h.apply(claim)
+    return h
+
+
+def test_tables_and_digest_exclusions_are_declared() -> None:
+    h = PoolHarness()
+    assert set(h.store.tables) == set(POOL_TABLE_TYPES)
+    assert set(POOL_TABLE_TYPES) > DIGEST_EXCLUDED
+    assert {"pool_profiles", "pool_identities", "pool_forgotten"}.isdisjoint(DIGEST_EXCLUDED)
+
+
+def test_an_earlier_stamped_claim_arriving_late_takes_its_place() -> None:
+    maker = ClaimMaker()
+    a0, b0 = maker.install("A", 1_000), maker.install("B", 1_000)
+    early = maker.personalize("A", 2_000, None, ["j@x.com"])
+    late = maker.personalize("B", 3_000, None, ["j@x.com"])
+    h = PoolHarness()
+    for claim in (a0, b0, late):
+        h.apply(claim)
+    wrong = h.person_id(late)
+    assert h.profile_of("B") == wrong
+    h.apply(early)
+    right = h.person_id(early)
+    assert h.persons() == [right]
+    assert h.profile_of("A") == h.profile_of("B") == right
+    # The person first created for B is superseded: consumers re-key it to the right one.
+    assert h.changes(wrong, last=True)[0] | {"version": 0} == {
+        **h.changes(wrong, last=True)[0],
+        "type": "merged",
+        "loser": wrong,
+        "survivor": right,
+        "version": 0,
+    }
+    assert h.snapshot(wrong) is None
+    assert {(d.segment, d.profile_id) for d in h.last_decisions} >= {
+        (late.segment, right),
+        (early.segment, right),
+    }
+    assert h.logical_state() == in_order([a0, b0, early, late]).logical_state()
+
+
+def test_the_survivor_is_the_earliest_created_whatever_the_arrival_order() -> None:
+    maker = ClaimMaker()
+    claims = [maker.install(p, 1_000) for p in "ABC"]
+    claims += [
+        maker.personalize("A", 2_000, None, ["a@x.com"]),
+        maker.personalize("B", 3_000, None, [], ["+385912345678"]),
+        maker.personalize("C", 4_000, None, ["a@x.com"], ["+385912345678"]),
+    ]
+    forward, backward = PoolHarness(), PoolHarness()
+    for claim in claims:
+        forward.apply(claim)
+    for claim in reversed(claims):
+        backward.apply(claim)
+    assert forward.persons() == backward.persons() == [forward.person_id(claims[3])]
+    assert forward.logical_state() == backward.logical_state()
+
+
+def test_a_duplicate_claim_is_not_applied_again() -> None:
+    h = PoolHarness()
+    h.install("A", 1_000)
+    login = h.personalize("A", 2_000, "u1")
+    before = h.logical_state()
+    h.apply(replace(login, meta=RecordMeta("idstream.events", 3, 999, 2_000)))
+    assert h.last_outputs == () and h.last_decisions == ()
+    assert h.logical_state() == before
+
+
+def test_a_redelivered_claim_gets_its_outputs_again() -> None:
+    h = PoolHarness()
+    h.install("A", 1_000)
+    login = h.personalize("A", 2_000, "u1", ["a@x.com"])
+    first = (h.last_outputs, h.last_decisions)
+    h.update("A", 3_000, attributes={"city": "Split"})
+    state = h.logical_state()
+    h.apply(login)  # same record: a crash before the outputs were sent
+    assert (h.last_outputs, h.last_decisions) == first
+    assert h.logical_state() == state
+
+
+def test_a_redelivered_rejection_goes_to_the_dead_letter_again() -> None:
+    h = PoolHarness()
+    h.install("A", 1_000)
+    claim = h.personalize("A", 2_000, "null")
+    assert h.dead_letters() == ["blocked_identity"]
+    h.apply(claim)
+    assert h.dead_letters() == ["blocked_identity"]
+    [record] = [o for o in h.last_outputs if o.topic is OutputTopic.DEAD_LETTER]
+    assert record.value is not None and record.value["source"]["topic"] == "idstream.events"
+
+
+def test_outputs_are_only_differences() -> None:
+    h = PoolHarness()
+    h.install("A", 1_000)
+    h.personalize("A", 2_000, "u1")
+    h.update("A", 3_000, attributes={"city": "Split"})
+    h.update("A", 2_500, attributes={"city": "Old"})  # loses: changes nothing
+    assert h.last_outputs == () and h.last_decisions == ()
+
+
+# --- convergence ---------------------------------------------------------------------------
+
+EXTS = ("u1", "u2", None, None)
+EMAILS = ("a@x.com", "b@x.com", "c@x.com", "null")
+PHONES = ("+385911111111", "+385922222222")
+
+op = st.one_of(
+    st.tuples(
+        st.just("personalize"),
+        st.sampled_from(EXTS),
+        st.lists(st.sampled_from(EMAILS), max_size=2),
+        st.lists(st.sampled_from(PHONES), max_size=1),
+        st.booleans(),
+    ),
+    st.tuples(st.just("depersonalize")),
+    st.tuples(st.just("update"), st.sampled_from(("x", "y", None)), st.sampled_from(EMAILS)),
+    st.tuples(st.just("tags"), st.sampled_from(("t1", "t2")), st.booleans()),
+    st.tuples(st.just("facts"), st.booleans()),
+    st.tuples(st.just("uninstall")),
+    st.tuples(st.just("forget")),
+)
+history = st.lists(
+    st.lists(st.tuples(op, st.integers(0, 20)), min_size=1, max_size=5), min_size=2, max_size=4
+)
+
+
+def make_claims(histories: list[list[tuple[tuple[Any, ...], int]]]) -> list[list[Claim]]:
+    maker = ClaimMaker()
+    per_install: list[list[Claim]] = []
+    for n, steps in enumerate(histories):
+        prid = f"i{n}"
+        claims = [maker.install(prid, 0)]
+        for step, tick in steps:
+            ts = tick * 100
+            name = step[0]
+            if name == "personalize":
+                _, ext, emails, phones, force = step
+                claims.append(maker.personalize(prid, ts, ext, emails, phones, force=force))
+            elif name == "depersonalize":
+                claims.append(maker.depersonalize(prid, ts))
+            elif name == "update":
+                _, city, email = step
+                claims.append(
+                    maker.update(prid, ts, attributes={"city": city}, added=identity(None, [email]))
+                )
+            elif name == "tags":
+                _, tag, add = step
+                added, removed = ([tag], []) if add else ([], [tag])
+                claims.append(maker.update(prid, ts, tags_added=added, tags_removed=removed))
+            elif name == "facts":
+                claims.append(maker.facts(prid, ts, push=step[1]))
+            elif name == "uninstall":
+                claims.append(maker.uninstall(prid, ts))
+                break
+            else:
+                claims.append(maker.forget(prid, ts))
+        per_install.append(claims)
+    return per_install
+
+
+@settings(max_examples=500, derandomize=True, deadline=None)
+@given(histories=history, data=st.data())
+def test_any_interleaving_of_installs_gives_the_same_state(
+    histories: list[list[tuple[tuple[Any, ...], int]]], data: st.DataObject
+) -> None:
+    per_install = make_claims(histories)
+    expected = in_order([c for claims in per_install for c in claims]).logical_state()
+    # Interleave: each install's claims keep their order, installs mix arbitrarily.
+    queues = [list(claims) for claims in per_install]
+    h = PoolHarness()
+    while any(queues):
+        ready = [q for q in queues if q]
+        queue = ready[data.draw(st.integers(0, len(ready) - 1))]
+        h.apply(queue.pop(0))
+    assert h.logical_state() == expected
