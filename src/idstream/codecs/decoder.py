@@ -83,6 +83,9 @@ def decode(
         return _explain(value, str(exc))
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         return Rejection(RejectReason.MALFORMED_JSON, _clip(f"invalid JSON: {exc}"))
+    except RecursionError:
+        # msgspec recurses to skip nested values it has no type for (before the tag).
+        return Rejection(RejectReason.MALFORMED_JSON, "invalid JSON: nested too deeply")
     if _has_duplicate_keys(value, wire):
         return Rejection(RejectReason.MALFORMED_JSON, "invalid JSON: duplicate object key")
     try:

@@ -71,6 +71,9 @@ def _attributes(attributes: PersonAttributes) -> dict[str, Any]:
     return out
 
 
+_COMMON_FIELDS = 5
+
+
 def event_to_wire(event: AnyEvent) -> dict[str, Any]:
     """The event in its wire shape (camelCase, timestamp in ms): what decode() reads back."""
     out: dict[str, Any] = {
@@ -88,6 +91,9 @@ def event_to_wire(event: AnyEvent) -> dict[str, Any]:
             out["customAttributes"] = dict(event.custom_attributes)
         if event.primary_device is not None:
             out["primaryDevice"] = event.primary_device
+        if not (event.system_data or event.custom_attributes or "primaryDevice" in out):
+            # The wire wants one of the three; an update that changes nothing still decodes.
+            out["customAttributes"] = {}
     elif isinstance(event, Personalize):
         out["userIdentity"] = _identity(event.user_identity)
         if not event.user_attributes.is_empty():
@@ -109,6 +115,8 @@ def event_to_wire(event: AnyEvent) -> dict[str, Any]:
                 {"kind": r.kind.value, "old": r.old, "new": r.new}
                 for r in event.identities_replaced
             ]
+        if len(out) == _COMMON_FIELDS + len(event.standard_properties):
+            out["tagsAdded"] = []  # as above: the wire wants at least one field
     elif isinstance(event, Custom):
         out["definitionId"] = event.definition_id
         if event.properties:
