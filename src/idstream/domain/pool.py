@@ -34,7 +34,8 @@ from idstream.domain.messages import (
     dead_letter,
 )
 from idstream.domain.pool_output import ProfileView, diff, profile_view, snapshot
-from idstream.domain.pool_rules import PoolState, Verdict, apply_rules
+from idstream.domain.pool_profiles import PoolState, Verdict
+from idstream.domain.pool_rules import apply_rules
 from idstream.domain.pool_state import (
     DIGEST_EXCLUDED,
     POOL_TABLE_TYPES,
@@ -110,6 +111,11 @@ def apply_claim(tables: PoolTables, claim: Claim, rules: RuleConfig) -> StageRes
 
 
 def _later_claims(tables: PoolTables, pool: str, key: str) -> Iterator[str]:
+    tail = tables.log_tail.get(pool)
+    if tail is None or tail.log_key < key:
+        # The usual case: the claim sorts last, nothing to roll back and no scan.
+        tables.log_tail.put(pool, ClaimRef(key))
+        return
     for found, _ in tables.claims.scan(pool + SEP, reverse=True):
         if found <= key:
             return

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from idstream.domain.events import IdentityKind
-from idstream.domain.pool_rules import LIFECYCLE_UNINSTALLED
+from idstream.domain.pool_profiles import LIFECYCLE_UNINSTALLED
 from idstream.domain.pool_state import Entry, InstallRecord, ProfileRecord, StoredValue
 
 

@@ -234,6 +234,7 @@ POOL_TABLE_TYPES: Mapping[str, type] = MappingProxyType(
         "pool_undo_forgotten": ForgetUndo,
         "pool_versions": Counter,  # pool SEP profileId: change events emitted
         "pool_sequence": Counter,  # pool: LinkDecision.pool_seq
+        "pool_log_tail": ClaimRef,  # pool: the largest log key, so in-order claims skip a scan
     }
 )
 
@@ -249,6 +250,7 @@ DIGEST_EXCLUDED: frozenset[str] = frozenset(
         "pool_undo_forgotten",
         "pool_versions",
         "pool_sequence",
+        "pool_log_tail",
     }
 )
 
@@ -272,6 +274,7 @@ class PoolTables:
     undo_forgotten: StateTable[ForgetUndo]
     versions: StateTable[Counter]
     sequence: StateTable[Counter]
+    log_tail: StateTable[ClaimRef]
 
 
 def open_pool_tables(factory: TableFactory) -> PoolTables:
@@ -293,6 +296,7 @@ def open_pool_tables(factory: TableFactory) -> PoolTables:
         undo_forgotten=factory("pool_undo_forgotten", ForgetUndo),
         versions=factory("pool_versions", Counter),
         sequence=factory("pool_sequence", Counter),
+        log_tail=factory("pool_log_tail", ClaimRef),
     )
 
 
