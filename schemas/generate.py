@@ -65,6 +65,7 @@ PERSON_STANDARD = (
     "address",
 )
 IDENTITY_KINDS = ("externalUserId", "email", "phone")
+LIFECYCLES = ["anonymous", "personalized", "depersonalized", "uninstalled"]
 REJECT_REASONS = (
     "malformed_json",
     "schema_violation",
@@ -523,7 +524,10 @@ def profile_change_schema() -> Schema:
             "created",
             "A profile was created.",
             {
-                "profileKind": {"enum": ["anonymous", "person"]},
+                "profileKind": {
+                    "enum": ["anonymous", "person"],
+                    "description": "Anonymous (an install's anonymous period) or person.",
+                },
                 "pool": string("Identity pool.", min_length=1),
             },
             ["profileKind", "pool"],
@@ -571,17 +575,14 @@ def profile_change_schema() -> Schema:
                 **install,
                 "systemData": changes_map("System data fields changed."),
                 "customAttributes": changes_map("Install custom attributes changed."),
-                "primaryDevice": old_new(),
+                "primaryDevice": {**old_new(), "description": "primaryDevice before and after."},
                 "lifecycle": {
                     "type": "object",
+                    "description": "Install lifecycle before and after.",
                     "required": ["old", "new"],
                     "properties": {
-                        "old": {
-                            "enum": ["anonymous", "personalized", "depersonalized", "uninstalled"]
-                        },
-                        "new": {
-                            "enum": ["anonymous", "personalized", "depersonalized", "uninstalled"]
-                        },
+                        "old": {"enum": LIFECYCLES, "description": "Before."},
+                        "new": {"enum": LIFECYCLES, "description": "After."},
                     },
                 },
             },
@@ -607,9 +608,10 @@ def profile_change_schema() -> Schema:
                         "blocked_identity",
                         "limit_exceeded",
                         "invalid_identity",
-                    ]
+                    ],
+                    "description": "Why the identity was not attached (a RejectReason).",
                 },
-                "identityKind": {"enum": list(IDENTITY_KINDS)},
+                "identityKind": {"enum": list(IDENTITY_KINDS), "description": "Identity kind."},
                 "maskedValue": string("The value, masked (never raw personal data)."),
             },
             ["reason", "identityKind", "maskedValue"],
@@ -624,7 +626,10 @@ def profile_change_schema() -> Schema:
             "version": integer("Per-profile version; grows by one per change.", minimum=1),
             "eventId": string("Input event that caused the change.", min_length=1),
             "eventTime": epoch_ms("Event time of the causing event (ms)."),
-            "kind": {"enum": [k["properties"]["kind"]["const"] for k in kinds]},
+            "kind": {
+                "enum": [k["properties"]["kind"]["const"] for k in kinds],
+                "description": "What changed; decides the other fields.",
+            },
         },
         "oneOf": kinds,
         "$defs": {"attributeValue": attribute_value()},
@@ -673,7 +678,10 @@ def profile_snapshot_schema() -> Schema:
         "properties": {
             "pushRegistrationId": string("Install id.", min_length=1),
             "appCode": string("Application code."),
-            "lifecycle": {"enum": ["anonymous", "personalized", "depersonalized", "uninstalled"]},
+            "lifecycle": {
+                "enum": ["anonymous", "personalized", "depersonalized", "uninstalled"],
+                "description": "Install lifecycle.",
+            },
             "primaryDevice": boolean("Primary device of the person."),
             "pushEnabled": boolean("Push can reach this install."),
             "systemData": {"type": "object", "description": "Latest system data."},
@@ -700,34 +708,54 @@ def profile_snapshot_schema() -> Schema:
         ],
         "properties": {
             "profileId": string("Profile id (the record key).", min_length=1),
-            "kind": {"enum": ["anonymous", "person"]},
+            "kind": {"enum": ["anonymous", "person"], "description": "Profile kind."},
             "pool": string("Identity pool.", min_length=1),
             "version": integer("Version of the last change applied.", minimum=1),
             "createdAt": epoch_ms("Event time of the creating event (ms)."),
             "identities": {
                 "type": "object",
+                "description": "Unique identities (normalized); empty when anonymous.",
                 "required": ["externalUserId", "emails", "phones"],
                 "properties": {
-                    "externalUserId": {"type": ["string", "null"]},
-                    "emails": {"type": "array", "items": {"type": "string"}},
-                    "phones": {"type": "array", "items": {"type": "string"}},
+                    "externalUserId": {"type": ["string", "null"], "description": "At most one."},
+                    "emails": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Emails.",
+                    },
+                    "phones": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "E.164.",
+                    },
                 },
             },
             "attributes": {
                 "type": "object",
                 "description": "Standard person attributes.",
-                "properties": {n: {"type": ["string", "null"]} for n in PERSON_STANDARD},
+                "properties": {
+                    n: {"type": ["string", "null"], "description": n} for n in PERSON_STANDARD
+                },
             },
             "customAttributes": attribute_map("Per-person custom attributes.", None),
-            "tags": {"type": "array", "uniqueItems": True, "items": {"type": "string"}},
-            "installs": {"type": "array", "items": install},
+            "tags": {
+                "type": "array",
+                "uniqueItems": True,
+                "items": {"type": "string"},
+                "description": "Tags of the person.",
+            },
+            "installs": {
+                "type": "array",
+                "items": install,
+                "description": "Installs linked to the profile, uninstalled ones included.",
+            },
             "channels": {
                 "type": "object",
                 "description": "Identity translation (SPEC §4.9): reachable identities.",
                 "required": ["emails", "phones", "push"],
                 "properties": {
-                    "emails": {"type": "array", "items": channel},
-                    "phones": {"type": "array", "items": channel},
+                    "emails": {"type": "array", "items": channel, "description": "Emails."},
+                    "phones": {"type": "array", "items": channel, "description": "Phones."},
                     "push": {
                         "type": "array",
                         "description": "Installs not uninstalled, with push enabled.",
@@ -823,18 +851,23 @@ def dead_letter_schema() -> Schema:
                     "type": "object",
                     "required": ["key", "valueBase64"],
                     "properties": {
-                        "key": {"type": "string"},
-                        "valueBase64": {"type": ["string", "null"], "contentEncoding": "base64"},
+                        "key": {"type": "string", "description": "Header name."},
+                        "valueBase64": {
+                            "type": ["string", "null"],
+                            "contentEncoding": "base64",
+                            "description": "Header value (base64), null if none.",
+                        },
                     },
                 },
             },
             "source": {
                 "type": "object",
+                "description": "Where the record was read.",
                 "required": ["topic", "partition", "offset", "timestamp"],
                 "properties": {
-                    "topic": {"type": "string"},
-                    "partition": {"type": "integer", "minimum": 0},
-                    "offset": {"type": "integer", "minimum": 0},
+                    "topic": {"type": "string", "description": "Input topic."},
+                    "partition": {"type": "integer", "minimum": 0, "description": "Partition."},
+                    "offset": {"type": "integer", "minimum": 0, "description": "Offset."},
                     "timestamp": {"type": "integer", "description": "Kafka record time (ms)."},
                 },
             },
