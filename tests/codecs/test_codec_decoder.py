@@ -246,6 +246,8 @@ def test_future_skew_beyond_limit_is_out_of_range() -> None:
     assert reason(raw(timestamp=0), meta=meta(T0)) is None
     # without meta there is nothing to compare with
     assert reason(raw(timestamp=T0 + 10 * day)) is None
+    # nor when the broker kept no record timestamp (-1)
+    assert reason(raw(timestamp=T0 + 10 * day), meta=meta(-1)) is None
 
 
 def test_skew_uses_the_converted_rfc3339_time() -> None:

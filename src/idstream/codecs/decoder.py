@@ -70,7 +70,7 @@ def decode(
     """Decode one input record value. Returns the event or a Rejection; never raises.
 
     With `meta`, an event stamped more than `limits.max_future_skew_ms` after the Kafka
-    record time is rejected (`timestamp_out_of_range`).
+    record time is rejected (`timestamp_out_of_range`); events from the past are not.
     """
     if len(value) > limits.max_record_bytes:
         return Rejection(
@@ -92,7 +92,12 @@ def decode(
         event = _CONVERTERS[wire.__class__.__name__](wire)
     except _Invalid as exc:
         return Rejection(RejectReason.SCHEMA_VIOLATION, _clip(str(exc)))
-    if meta is not None and event.timestamp - meta.record_timestamp > limits.max_future_skew_ms:
+    # A negative record timestamp means the broker kept none (old message format): no check.
+    if (
+        meta is not None
+        and meta.record_timestamp >= 0
+        and event.timestamp - meta.record_timestamp > limits.max_future_skew_ms
+    ):
         return Rejection(
             RejectReason.TIMESTAMP_OUT_OF_RANGE,
             f"$.timestamp: {event.timestamp} is more than {limits.max_future_skew_ms} ms "
