@@ -8,6 +8,7 @@ Counts records per key in a RocksDB (rocksdict) table and emits each new count:
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -16,6 +17,9 @@ import faust
 from idstream.storage.rocksdb_options import RocksDBOptions
 
 TABLE = "counts"
+READY_LINE = "[^Worker]: Ready"
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(env: dict[str, str]) -> faust.App:
@@ -51,6 +55,14 @@ def create_app(env: dict[str, str]) -> faust.App:
         async for event in stream.events():
             key = event.key.decode()
             counts[key] += 1
+            # One line per record, so a test failure shows what was processed twice.
+            logger.info(
+                "processed key=%s partition=%s offset=%s count=%s",
+                key,
+                event.message.partition,
+                event.message.offset,
+                counts[key],
+            )
             await sink.send(key=event.key, value=str(counts[key]).encode())
 
     return app
