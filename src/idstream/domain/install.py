@@ -37,6 +37,7 @@ from idstream.domain.install_state import (
     InstallRecord,
     InstallTables,
     LinkSeq,
+    Released,
     SegmentRecord,
     SentClaim,
     Stamped,
@@ -149,6 +150,9 @@ def apply_decision(t: InstallTables, decision: LinkDecision, rules: RuleConfig) 
         return StageResult()
     newest = t.link_seqs.get(segment_key)
     if newest is not None and decision.pool_seq <= newest.pool_seq:
+        if decision.pool_seq == newest.pool_seq:
+            # A redelivery (crash before its outputs were sent): send them again.
+            return _released_again(t, segment_key, decision.pool_seq)
         return StageResult()
     t.link_seqs.put(segment_key, LinkSeq(decision.pool_seq))
     profile = decision.profile_id
@@ -159,23 +163,29 @@ def apply_decision(t: InstallTables, decision: LinkDecision, rules: RuleConfig) 
     rejected = None if decision.rejected is None else decision.rejected.value
     t.segments.put(segment_key, replace(segment, profile_id=profile, rejected=rejected))
 
-    outputs: list[Output] = []
+    released: list[HeldEvent] = []
     for held_key, held in t.held.scan(key(prid, decision.segment, "")):
         t.held.delete(held_key)
         # A rejected claim went to the dead letter from the pool; it resolves to nobody.
         if decision.rejected is not None and held.event_id == decision.segment:
             continue
-        outputs.append(_resolved(held.value, profile))
+        released.append(held)
+    if released:
+        t.released.put(segment_key, Released(decision.pool_seq, profile, tuple(released)))
+    outputs = tuple(_resolved(held.value, profile) for held in released)
 
     rec = t.installs.get(prid)
-    if (
-        decision.forgotten
-        and rec is not None
-        and segment.kind == SEGMENT_PERSON
-        and rec.segment == decision.segment
-    ):
+    # The current segment's profile was erased: the next event starts a fresh anonymous one.
+    if decision.forgotten and rec is not None and rec.segment == decision.segment:
         t.installs.put(prid, replace(rec, fresh_segment=True, linked=False))
-    return StageResult(outputs=tuple(outputs))
+    return StageResult(outputs=outputs)
+
+
+def _released_again(t: InstallTables, segment_key: str, pool_seq: int) -> StageResult:
+    last = t.released.get(segment_key)
+    if last is None or last.pool_seq != pool_seq:
+        return StageResult()
+    return StageResult(outputs=tuple(_resolved(h.value, last.profile_id) for h in last.events))
 
 
 def _new_install(event: AnyEvent, rules: RuleConfig) -> InstallRecord:

@@ -108,6 +108,16 @@ class HeldEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Released:
+    """The resolved events a decision released (``install_released``, key: prid US segment;
+    the last release only), so a redelivered decision (same pool_seq) re-sends them."""
+
+    pool_seq: int
+    profile_id: str
+    events: tuple[HeldEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SentClaim:
     """A claim as sent, without the event and record (those come back with a redelivery)."""
 
@@ -139,6 +149,7 @@ SEGMENTS = "install_segments"
 LINK_SEQS = "install_link_seqs"
 HELD = "install_held"
 APPLIED = "install_applied"
+RELEASED = "install_released"
 
 INSTALL_TABLE_TYPES: Mapping[str, type] = MappingProxyType(
     {
@@ -147,11 +158,12 @@ INSTALL_TABLE_TYPES: Mapping[str, type] = MappingProxyType(
         LINK_SEQS: LinkSeq,
         HELD: HeldEvent,
         APPLIED: AppliedEvent,
+        RELEASED: Released,
     }
 )
 
 # Tables whose content depends on arrival order or source offsets, not on the input alone.
-DIGEST_EXCLUDED: frozenset[str] = frozenset({LINK_SEQS, APPLIED})
+DIGEST_EXCLUDED: frozenset[str] = frozenset({LINK_SEQS, APPLIED, RELEASED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +173,7 @@ class InstallTables:
     link_seqs: StateTable[LinkSeq]
     held: StateTable[HeldEvent]
     applied: StateTable[AppliedEvent]
+    released: StateTable[Released]
 
 
 def open_install_tables(factory: TableFactory) -> InstallTables:
@@ -170,6 +183,7 @@ def open_install_tables(factory: TableFactory) -> InstallTables:
         link_seqs=factory(LINK_SEQS, LinkSeq),
         held=factory(HELD, HeldEvent),
         applied=factory(APPLIED, AppliedEvent),
+        released=factory(RELEASED, Released),
     )
 
 

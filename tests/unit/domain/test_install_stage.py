@@ -479,3 +479,16 @@ def test_a_decision_for_an_unknown_install_or_segment_is_ignored() -> None:
     assert stage.decide("nope") == StageResult()
     stage.send(Install(**common("e1", 1)))
     assert stage.decide("nope") == StageResult()
+
+
+def test_a_redelivered_decision_resends_what_it_released() -> None:
+    stage = Stage()
+    stage.send(Install(**common("e1", 1)))
+    stage.send(Personalize(**common("e2", 2), user_identity=UserIdentity("u1")))
+    stage.send(Custom(**common("e3", 3), definition_id="x"))
+    decision = LinkDecision(PRID, "e2", PERSON, 7)
+    first = apply_decision(stage.tables, decision, RULES)
+    assert resolved(first) == [(PERSON, "e2"), (PERSON, "e3")]
+    before = stage.snapshot()
+    assert apply_decision(stage.tables, decision, RULES) == first
+    assert stage.snapshot() == before
