@@ -3,7 +3,7 @@
 Valid events (built to mirror schemas/input) must pass both; broken ones (wrong types,
 missing or unknown fields, nesting, huge strings, bad UTF-8, NaN, duplicate keys,
 truncation, random bytes) must get the same verdict from both, and the decoder must
-return a Rejection, never raise. About 10,800 bad inputs in all (counted below).
+return a Rejection, never raise. About 11,300 bad inputs in all (counted below).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def count(test: str) -> None:
     BAD_INPUTS[test] = BAD_INPUTS.get(test, 0) + 1
 
 
-@settings(max_examples=1000, **SETTINGS)
+@settings(max_examples=800, **SETTINGS)
 @given(valid_event)
 def test_valid_events_pass_both_and_round_trip(doc: Doc) -> None:
     raw = dumps(doc)
@@ -97,7 +97,7 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes, bool]:
     return kind, dumps(removed(doc, path)), False
 
 
-@settings(max_examples=2500, **SETTINGS)
+@settings(max_examples=2000, **SETTINGS)
 @given(mutated())
 def test_mutated_documents_agree(case: tuple[str, bytes, bool]) -> None:
     kind, raw, surely_invalid = case
@@ -116,9 +116,22 @@ def _duplicate_first_key(raw: bytes) -> bytes:
     return b"{" + pair + b"," + raw[1:]
 
 
+# Breaking the JSON itself does not need fresh documents; the schema examples (every type,
+# every optional part) keep this test cheap enough to run thousands of times.
+EXAMPLES = [
+    example
+    for rel in (
+        "input/event.schema.json",
+        "input/forget.schema.json",
+        "input/appLaunch.schema.json",
+    )
+    for example in oracle.load(rel)["examples"]
+]
+
+
 @st.composite
 def broken_bytes(draw: st.DrawFn) -> tuple[str, bytes]:
-    raw = dumps(draw(valid_event))
+    raw = dumps(draw(st.sampled_from(EXAMPLES)))
     kind = draw(
         st.sampled_from(
             ["truncate", "bad utf-8", "NaN", "Infinity", "duplicate key", "not an object"]
@@ -138,7 +151,7 @@ def broken_bytes(draw: st.DrawFn) -> tuple[str, bytes]:
     return kind, dumps(draw(st.one_of(any_json_scalar, st.lists(any_json_scalar))))
 
 
-@settings(max_examples=2000, **SETTINGS)
+@settings(max_examples=3000, **SETTINGS)
 @given(broken_bytes())
 def test_broken_bytes_are_rejected_by_both(case: tuple[str, bytes]) -> None:
     kind, raw = case

@@ -98,6 +98,8 @@ CASES: list[tuple[str, bytes, R | None]] = [
         R.MALFORMED_JSON,
     ),
     ("trailing data", raw() + b"{}", R.MALFORMED_JSON),
+    ("duplicate type", raw()[:-1] + b',"type":"custom"}', R.MALFORMED_JSON),
+    ("duplicate key and wrong type", raw(appCode=1)[:-1] + b',"appCode":2}', R.MALFORMED_JSON),
     # type
     ("unknown type", raw(type="pageView"), R.UNKNOWN_TYPE),
     ("missing type", raw(type=DROP), R.SCHEMA_VIOLATION),

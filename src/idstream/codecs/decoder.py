@@ -121,6 +121,8 @@ def _explain(value: bytes, message: str) -> Rejection:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         return Rejection(RejectReason.MALFORMED_JSON, _clip(f"invalid JSON: {exc}"))
+    if _colons_outside_strings(value) != _parsed_keys(doc):
+        return Rejection(RejectReason.MALFORMED_JSON, "invalid JSON: duplicate object key")
     if not isinstance(doc, dict):
         return Rejection(RejectReason.SCHEMA_VIOLATION, _clip(f"$: {message}"))
     event_type = doc.get("type")
@@ -195,6 +197,11 @@ def _has_duplicate_keys(value: bytes, wire: Any) -> bool:
         and b"\r" not in value
     ):
         return False
+    return _colons_outside_strings(value) != keys
+
+
+def _colons_outside_strings(value: bytes) -> int:
+    """Structural colons of valid JSON: one per object key."""
     outside = (
         # An escaped quote breaks the split; strip whole strings instead (slower).
         _JSON_STRING.sub(b"", value)
@@ -202,7 +209,20 @@ def _has_duplicate_keys(value: bytes, wire: Any) -> bool:
         # Without escaped quotes, every other piece between quotes is outside strings.
         else b"".join(value.split(b'"')[::2])
     )
-    return outside.count(b":") != keys
+    return outside.count(b":")
+
+
+def _parsed_keys(doc: Any) -> int:
+    """Object keys in a parsed JSON value (iterative: orjson nests deeper than recursion)."""
+    count, stack = 0, [doc]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            count += len(node)
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+    return count
 
 
 # ---------------------------------------------------------------- timestamps
