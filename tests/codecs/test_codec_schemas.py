@@ -192,3 +192,12 @@ def test_dead_letter_record_follows_its_schema_and_keeps_the_bytes() -> None:
         b"5.2.1",
         b"\x00\x01",
     ]
+
+
+def test_encode_record_writes_read_only_mappings_and_sets() -> None:
+    from types import MappingProxyType
+
+    record = {"a": MappingProxyType({"b": frozenset({"y", "x"})}), "c": (1, 2)}
+    assert encode_record(record) == b'{"a":{"b":["x","y"]},"c":[1,2]}'
+    with pytest.raises(TypeError):
+        encode_record({"x": object()})

@@ -27,9 +27,21 @@ from idstream.domain.events import (
 )
 
 
+def _default(value: Any) -> Any:
+    # The domain keeps read-only mappings and sets; JSON has objects and arrays.
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
 def encode_record(record: Mapping[str, Any]) -> bytes:
-    """One output record value as compact UTF-8 JSON."""
-    return orjson.dumps(record if isinstance(record, dict) else dict(record))
+    """One output record value as compact UTF-8 JSON (read-only mappings and sets allowed).
+
+    Raises TypeError for values JSON cannot hold (a bug in the caller, not bad input).
+    """
+    return orjson.dumps(record if isinstance(record, dict) else dict(record), default=_default)
 
 
 def _b64(raw: bytes | None) -> str | None:
