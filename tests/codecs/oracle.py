@@ -34,7 +34,7 @@ format_checker = jsonschema.FormatChecker()
 def _is_date_time(value: object) -> bool:
     if not isinstance(value, str):
         return True
-    match = _DATE_TIME.match(value)
+    match = _DATE_TIME.fullmatch(value)  # `$` alone would allow a final newline
     if not match:
         return False
     try:
@@ -50,7 +50,7 @@ def _is_date(value: object) -> bool:
     if not isinstance(value, str):
         return True
     try:
-        return bool(_DATE.match(value)) and bool(datetime.strptime(value, "%Y-%m-%d"))
+        return bool(_DATE.fullmatch(value)) and bool(datetime.strptime(value, "%Y-%m-%d"))
     except ValueError:
         return False
 

@@ -24,6 +24,7 @@ from tests.codecs.strategies import (
     paths,
     removed,
     replaced,
+    rfc3339,
     valid_event,
 )
 
@@ -70,7 +71,15 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes, bool]:
     doc = draw(valid_event)
     kind = draw(
         st.sampled_from(
-            ["wrong type", "nesting", "drop required", "unknown field", "huge string", "drop any"]
+            [
+                "wrong type",
+                "nesting",
+                "drop required",
+                "unknown field",
+                "huge string",
+                "drop any",
+                "timestamp",
+            ]
         )
     )
     spots = paths(doc)
@@ -93,6 +102,15 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes, bool]:
         path = draw(st.sampled_from(strings))
         size = draw(st.sampled_from([1025, 1500, 5000]))
         return kind, dumps(replaced(doc, path, "x" * size)), True
+    if kind == "timestamp":
+        # text around a valid date-time, or a valid one with one character changed
+        stamp = draw(rfc3339())
+        junk = draw(st.sampled_from(["\n", " ", "x", "\t", "Z", "0", "\u00a0"]))
+        where = draw(st.integers(0, len(stamp)))
+        stamp = draw(
+            st.sampled_from([stamp + junk, junk + stamp, stamp[:where] + junk + stamp[where + 1 :]])
+        )
+        return kind, dumps({**doc, "timestamp": stamp}), False
     path = draw(st.sampled_from(spots))
     return kind, dumps(removed(doc, path)), False
 

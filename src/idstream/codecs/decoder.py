@@ -19,7 +19,7 @@ import orjson
 from msgspec import UNSET
 
 from idstream.codecs.limits import DEFAULT_LIMITS, Limits
-from idstream.codecs.wire import wire_types
+from idstream.codecs.wire import RFC3339_PATTERN, wire_types
 from idstream.domain.events import (
     EMPTY,
     NO_PROPERTIES,
@@ -54,6 +54,7 @@ _MAX_DETAIL = 300
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
 _KNOWN_TYPES: Final = frozenset(t.value for t in EventType)
+_RFC3339: Final = re.compile(RFC3339_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,9 @@ def decode(
         return Rejection(RejectReason.MALFORMED_JSON, "invalid JSON: duplicate object key")
     try:
         event = _CONVERTERS[wire.__class__.__name__](wire)
-    except _Invalid as exc:
+    except ValueError as exc:
+        # _Invalid: a rule msgspec cannot state. Any other ValueError would be a value we
+        # failed to foresee; it still rejects the record rather than stop the processor.
         return Rejection(RejectReason.SCHEMA_VIOLATION, _clip(str(exc)))
     # A negative record timestamp means the broker kept none (old message format): no check.
     if (
@@ -231,7 +234,10 @@ def _parsed_keys(doc: Any) -> int:
 def _timestamp_ms(raw: int | str) -> int:
     if isinstance(raw, int):
         return raw
-    # The wire pattern has fixed the layout: YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM).
+    # msgspec checked the pattern with re.search, where `$` also matches before a final
+    # newline; fullmatch does not. Then the layout is YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM).
+    if not _RFC3339.fullmatch(raw):
+        raise _Invalid(f"$.timestamp: not an RFC 3339 date-time: {raw!r}")
     try:
         local = datetime.fromisoformat(raw[:19]).replace(tzinfo=UTC)
     except ValueError as exc:
