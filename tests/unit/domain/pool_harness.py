@@ -207,9 +207,11 @@ class ClaimMaker:
 class PoolHarness(ClaimMaker):
     """A ClaimMaker whose claims go straight into one pool stage; keeps every output."""
 
-    def __init__(self, rules: RuleConfig | None = None) -> None:
+    def __init__(self, rules: RuleConfig | None = None, *, roundtrip: bool = True) -> None:
         super().__init__(rules)
-        self.store = DictStore(roundtrip=True)
+        # Round-tripping every value through the codec checks the stored types; property
+        # tests that apply thousands of claims turn it off for speed.
+        self.store = DictStore(roundtrip=roundtrip)
         self.tables: PoolTables = open_pool_tables(self.store)
         self.outputs: list[Output] = []
         self.decisions: list[LinkDecision] = []

@@ -16,8 +16,8 @@ from idstream.domain.pool import DIGEST_EXCLUDED, POOL_TABLE_TYPES
 EMAIL = IdentityKind.EMAIL
 
 
-def in_order(claims: list[Claim]) -> PoolHarness:
-    h = PoolHarness()
+def in_order(claims: list[Claim], *, roundtrip: bool = True) -> PoolHarness:
+    h = PoolHarness(roundtrip=roundtrip)
     for claim in sorted(claims, key=lambda c: (c.order, c.push_registration_id, c.seq)):
         h.apply(claim)
     return h
@@ -121,27 +121,33 @@ def test_outputs_are_only_differences() -> None:
 
 # --- convergence ---------------------------------------------------------------------------
 
-EXTS = ("u1", "u2", None, None)
+EXTS = ("u1", "u2", None, None, None)
 EMAILS = ("a@x.com", "b@x.com", "c@x.com", "null")
-PHONES = ("+385911111111", "+385922222222")
+PHONES = ("+385911111111", "+385922222222", "+385933333333")
 
+personalize = st.tuples(
+    st.just("personalize"),
+    st.sampled_from(EXTS),
+    st.lists(st.sampled_from(EMAILS), max_size=2),
+    st.lists(st.sampled_from(PHONES), max_size=2),
+    st.booleans(),
+)
+# Weighted towards identity steps, so histories often merge and conflict.
 op = st.one_of(
-    st.tuples(
-        st.just("personalize"),
-        st.sampled_from(EXTS),
-        st.lists(st.sampled_from(EMAILS), max_size=2),
-        st.lists(st.sampled_from(PHONES), max_size=1),
-        st.booleans(),
-    ),
+    personalize,
+    personalize,
+    personalize,
+    st.tuples(st.just("depersonalize")),
     st.tuples(st.just("depersonalize")),
     st.tuples(st.just("update"), st.sampled_from(("x", "y", None)), st.sampled_from(EMAILS)),
     st.tuples(st.just("tags"), st.sampled_from(("t1", "t2")), st.booleans()),
     st.tuples(st.just("facts"), st.booleans()),
     st.tuples(st.just("uninstall")),
     st.tuples(st.just("forget")),
+    st.tuples(st.just("forget_email"), st.sampled_from(EMAILS)),
 )
 history = st.lists(
-    st.lists(st.tuples(op, st.integers(0, 20)), min_size=1, max_size=5), min_size=2, max_size=4
+    st.lists(st.tuples(op, st.integers(0, 20)), min_size=1, max_size=6), min_size=2, max_size=4
 )
 
 
@@ -173,8 +179,10 @@ def make_claims(histories: list[list[tuple[tuple[Any, ...], int]]]) -> list[list
             elif name == "uninstall":
                 claims.append(maker.uninstall(prid, ts))
                 break
-            else:
+            elif name == "forget":
                 claims.append(maker.forget(prid, ts))
+            else:
+                claims.append(maker.forget(prid, ts, identity(None, [step[1]])))
         per_install.append(claims)
     return per_install
 
@@ -185,12 +193,82 @@ def test_any_interleaving_of_installs_gives_the_same_state(
     histories: list[list[tuple[tuple[Any, ...], int]]], data: st.DataObject
 ) -> None:
     per_install = make_claims(histories)
-    expected = in_order([c for claims in per_install for c in claims]).logical_state()
+    expected = in_order([c for claims in per_install for c in claims], roundtrip=False)
+    expected_state = expected.logical_state()
     # Interleave: each install's claims keep their order, installs mix arbitrarily.
+    # Now and then a claim is delivered again: it must change nothing.
     queues = [list(claims) for claims in per_install]
-    h = PoolHarness()
+    h = PoolHarness(roundtrip=False)
+    applied: list[Claim] = []
     while any(queues):
         ready = [q for q in queues if q]
         queue = ready[data.draw(st.integers(0, len(ready) - 1))]
-        h.apply(queue.pop(0))
-    assert h.logical_state() == expected
+        applied.append(h.apply(queue.pop(0)))
+        if data.draw(st.integers(0, 9)) == 0:
+            h.apply(applied[data.draw(st.integers(0, len(applied) - 1))])
+    assert h.logical_state() == expected_state
+
+
+IDENTITIES = (
+    ("email", "a@x.com"),
+    ("email", "b@x.com"),
+    ("email", "c@x.com"),
+    ("phone", "+385911111111"),
+    ("phone", "+385922222222"),
+    ("ext", "u1"),
+    ("ext", "u2"),
+)
+login = st.tuples(
+    st.lists(st.sampled_from(IDENTITIES), min_size=1, max_size=3, unique=True),
+    st.integers(0, 30),
+    st.booleans(),  # logout afterwards
+)
+bridges = st.lists(st.lists(login, min_size=1, max_size=3), min_size=3, max_size=6)
+
+
+def bridge_claims(installs: list[list[tuple[list[tuple[str, str]], int, bool]]]) -> list[Claim]:
+    maker = ClaimMaker()
+    per_install: list[list[Claim]] = []
+    for n, logins in enumerate(installs):
+        prid = f"i{n}"
+        claims = [maker.install(prid, 0)]
+        for ids, tick, logout in logins:
+            ext = next((v for k, v in ids if k == "ext"), None)
+            emails = [v for k, v in ids if k == "email"]
+            phones = [v for k, v in ids if k == "phone"]
+            claims.append(maker.personalize(prid, tick * 100, ext, emails, phones))
+            if logout:
+                claims.append(maker.depersonalize(prid, tick * 100 + 50))
+        per_install.append(claims)
+    return [c for claims in per_install for c in claims]
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(installs=bridges, data=st.data())
+def test_merges_and_conflicts_do_not_depend_on_arrival_order(
+    installs: list[list[tuple[list[tuple[str, str]], int, bool]]], data: st.DataObject
+) -> None:
+    claims = bridge_claims(installs)
+    expected = in_order(claims, roundtrip=False)
+    by_install: dict[str, list[Claim]] = {}
+    for claim in claims:
+        by_install.setdefault(claim.push_registration_id, []).append(claim)
+    queues = list(by_install.values())
+    h = PoolHarness(roundtrip=False)
+    while any(queues):
+        ready = [q for q in queues if q]
+        h.apply(ready[data.draw(st.integers(0, len(ready) - 1))].pop(0))
+    assert h.logical_state() == expected.logical_state()
+    # Uniqueness: every identity has one owner, and it lists the identity.
+    for key, owner in h.tables.identities.scan():
+        _, kind, value = key.split("\x1f")
+        record = h.tables.profiles.get(f"default\x1f{owner.profile_id}")
+        assert record is not None
+        assert (
+            value
+            in {
+                "externalUserId": record.external_user_ids,
+                "email": record.emails,
+                "phone": record.phones,
+            }[kind]
+        )
