@@ -7,7 +7,7 @@ segments and held events: docs/architecture.md. Tables and records: install_stat
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from idstream.domain.config import RuleConfig
@@ -69,6 +69,17 @@ __all__ = [
 CLAIM_EVENTS = (Personalize, Depersonalize, PersonUpdate, Uninstall, Forget)
 
 
+_RECORD_FIELDS = tuple(f.name for f in fields(InstallRecord))
+
+
+def _with(rec: InstallRecord, **changes: Any) -> InstallRecord:
+    """dataclasses.replace for the hot path (several times faster, no __init__ checks)."""
+    new = object.__new__(InstallRecord)
+    for name in _RECORD_FIELDS:
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(rec, name))
+    return new
+
+
 def _source(meta: RecordMeta | None) -> tuple[str, int, int] | None:
     return None if meta is None else (meta.topic, meta.partition, meta.offset)
 
@@ -100,7 +111,7 @@ def apply_event(
 
     if isinstance(event, AppLaunch) and _inside_dedup_window(rec, event, rules):
         # Changes nothing but the metric; the eventId is kept so a duplicate is not counted.
-        t.installs.put(prid, replace(rec, dropped_launches=rec.dropped_launches + 1))
+        t.installs.put(prid, _with(rec, dropped_launches=rec.dropped_launches + 1))
         t.applied.put(applied_key, AppliedEvent(_source(meta), dropped=True))
         return StageResult()
 
@@ -177,7 +188,7 @@ def apply_decision(t: InstallTables, decision: LinkDecision, rules: RuleConfig) 
     rec = t.installs.get(prid)
     # The current segment's profile was erased: the next event starts a fresh anonymous one.
     if decision.forgotten and rec is not None and rec.segment == decision.segment:
-        t.installs.put(prid, replace(rec, fresh_segment=True, linked=False))
+        t.installs.put(prid, _with(rec, fresh_segment=True, linked=False))
     return StageResult(outputs=outputs)
 
 
@@ -225,14 +236,14 @@ def _open_segment(t: InstallTables, rec: InstallRecord, event: AnyEvent) -> Inst
     if isinstance(event, Personalize):
         # (Also the install's first event: its segment is a person's, with no anonymous period.)
         t.segments.put(key(prid, eid), SegmentRecord(SEGMENT_PERSON, None))
-        return replace(rec, segment=eid, linked=True, ever_personalized=True, fresh_segment=False)
+        return _with(rec, segment=eid, linked=True, ever_personalized=True, fresh_segment=False)
     self_forget = isinstance(event, Forget) and event.user_identity is None and rec.linked
     if isinstance(event, Depersonalize) or self_forget or rec.fresh_segment:
         if eid == rec.segment:
-            return replace(rec, fresh_segment=False)
+            return _with(rec, fresh_segment=False)
         anonymous = anonymous_profile_id(PushRegistrationId(prid), eid)
         t.segments.put(key(prid, eid), SegmentRecord(SEGMENT_ANONYMOUS, anonymous))
-        return replace(
+        return _with(
             rec, segment=eid, anonymous_profile=anonymous, linked=False, fresh_segment=False
         )
     return rec
@@ -244,7 +255,7 @@ def _lww(
     updated: dict[str, Stamped] | None = None
     for name, value in values.items():
         old = current.get(name)
-        if old is None or old.loses_to(timestamp, event_id):
+        if old is None or (old.timestamp, old.event_id) <= (timestamp, event_id):
             if updated is None:
                 updated = dict(current)
             updated[name] = Stamped(value, timestamp, event_id)
@@ -271,7 +282,7 @@ def _update_data(rec: InstallRecord, event: AnyEvent) -> InstallRecord:
     elif isinstance(event, Uninstall):
         at = rec.uninstalled_at
         changes["uninstalled_at"] = ts if at is None else min(at, ts)
-    return replace(rec, **changes) if changes else rec
+    return _with(rec, **changes) if changes else rec
 
 
 def _facts(rec: InstallRecord) -> InstallFacts:
@@ -299,7 +310,7 @@ def _claim(
     top = event.timestamp
     if rec.claim_max_timestamp is not None:
         top = max(top, rec.claim_max_timestamp)
-    rec = replace(rec, claim_seq=rec.claim_seq + 1, claim_max_timestamp=top, facts=facts)
+    rec = _with(rec, claim_seq=rec.claim_seq + 1, claim_max_timestamp=top, facts=facts)
     claim = Claim(
         pool=PoolId(rec.pool),
         push_registration_id=PushRegistrationId(rec.push_registration_id),

@@ -103,12 +103,18 @@ class RocksTable(Generic[V]):
         # Pending writes: full key -> value or DELETED; `_sorted` caches the sorted keys.
         self._pending: dict[bytes, Any] = {}
         self._sorted: list[bytes] | None = []
+        # Values committed by recent flushes, decoded: most reads are of recently written keys.
+        self._cache: dict[bytes, V] = {}
+        self._cache_size = store.cache_entries
 
     def get(self, key: str) -> V | None:
         full = self._prefix + key.encode("utf-8")
         pending = self._pending.get(full)
         if pending is not None:
             return None if pending is DELETED else pending
+        cached = self._cache.get(full)
+        if cached is not None:
+            return cached
         data = self._db.get(full)
         return None if data is None else self._codec.decode(data)
 
@@ -176,11 +182,17 @@ class RocksTable(Generic[V]):
             it.prev()
 
     def commit_into(self, batch: WriteBatch) -> None:
+        cache = self._cache
+        if len(cache) + len(self._pending) > self._cache_size:
+            cache.clear()
+        encode = self._codec.encode
         for full, value in self._pending.items():
             if value is DELETED:
                 batch.delete(full)
+                cache.pop(full, None)
             else:
-                batch.put(full, self._codec.encode(value))
+                batch.put(full, encode(value))
+                cache[full] = value
         self._pending.clear()
         self._sorted = []
 
@@ -211,8 +223,11 @@ class RocksStore:
     Raises StateFormatError at open when the directory holds state of another format version.
     """
 
-    def __init__(self, path: str | Path, tuning: Tuning | None = None) -> None:
+    def __init__(
+        self, path: str | Path, tuning: Tuning | None = None, *, cache_entries: int = 200_000
+    ) -> None:
         self.path = Path(path)
+        self.cache_entries = cache_entries
         self.path.mkdir(parents=True, exist_ok=True)
         self.db = Rdict(str(self.path), _rocksdict_options(tuning or _default_tuning()))
         self.tables: dict[str, RocksTable[Any]] = {}
