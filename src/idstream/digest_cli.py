@@ -6,6 +6,7 @@ Entry point. The same content gives the same digest whichever driver built the s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -40,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
             for line in dump_lines(store.tables, DIGEST_EXCLUDED):
                 print(line)
         print(state_digest(store.tables, DIGEST_EXCLUDED))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `idstream digest --dump | head`: the reader left; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         store.close()
     return 0
