@@ -280,7 +280,12 @@ def ensure_install(state: PoolState, claim: StoredClaim) -> InstallRecord:
             claim.segment,
             "",
         )
-    else:
+    elif (
+        install.app_code,
+        install.push_enabled,
+        install.primary_device,
+        install.system_data,
+    ) != (facts.app_code, facts.push_enabled, facts.primary_device, facts.system_data):
         install = replace(
             install,
             app_code=facts.app_code,
@@ -289,8 +294,10 @@ def ensure_install(state: PoolState, claim: StoredClaim) -> InstallRecord:
             system_data=dict(facts.system_data),
         )
     state.put_install(prid, install)
-    if fresh or (not install.profile_id and claim.kind != EventType.PERSONALIZE):
-        # New install, or its person was forgotten: the claim's segment is a fresh anonymous one.
+    waiting = not install.profile_id and claim.segment != install.segment
+    if fresh or (waiting and claim.kind != EventType.PERSONALIZE):
+        # New install, or its person was forgotten and the install stage has opened a fresh
+        # segment since: that segment is anonymous. (Until then the install stays unlinked.)
         create_profile(state, claim.anonymous_profile, ANONYMOUS, claim)
         link_install(state, prid, claim.anonymous_profile, claim.segment, LIFECYCLE_ANONYMOUS)
     found = state.install(prid)

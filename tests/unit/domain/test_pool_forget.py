@@ -110,3 +110,10 @@ def test_a_rebuild_with_the_forget_register_skips_earlier_claims() -> None:
     assert rebuild.persons() == []
     assert not any(o.value and o.value.get("kind") == "person" for o in rebuild.outputs)
     assert rebuild.logical_state()["pool_identities"] == []
+
+
+def test_a_forgotten_install_stays_unlinked_until_it_opens_a_fresh_segment() -> None:
+    h, _ = forgotten_person()
+    h.update("B", 4_500, attributes={"city": "Split"})  # still in the forgotten segment
+    assert h.profile_of("B") == ""
+    assert h.last_outputs == ()

@@ -399,3 +399,21 @@ def test_personalize_user_attributes_apply_to_the_person() -> None:
     assert snapshot is not None
     assert snapshot["attributes"] == {"firstName": "Ana"}
     assert snapshot["customAttributes"] == {"vip": True}
+
+
+def test_logout_then_login_as_someone_else() -> None:
+    h = PoolHarness()
+    h.install("A", 1_000)
+    h.install("B", 1_000)
+    alice = h.person_id(h.personalize("A", 2_000, None, ["alice@x.com"]))
+    h.personalize("B", 2_500, None, ["alice@x.com"])  # Alice's second device
+    logout = h.depersonalize("A", 3_000)
+    bob = h.person_id(h.personalize("A", 4_000, None, ["bob@x.com"]))
+    assert h.profile_of("A") == bob
+    assert h.profile_of("B") == alice
+    # Bob absorbs only the logged-out period, not Alice's history.
+    bob_now = h.snapshot(bob)
+    assert bob_now is not None and bob_now["mergedFrom"] == [logout.anonymous_profile]
+    alice_now = h.snapshot(alice)
+    assert alice_now is not None
+    assert [i["pushRegistrationId"] for i in alice_now["installs"]] == ["B"]
