@@ -206,7 +206,7 @@ def paced(records: Iterable[SimRecord], rate: float) -> Iterator[SimRecord]:
 
 
 class Progress:
-    """A stdlib progress bar on a terminal; nothing otherwise (the summary says it all)."""
+    """A stdlib progress bar on a terminal; a single final line otherwise."""
 
     def __init__(self, total: int, stream: IO[str], *, enabled: bool = True) -> None:
         self.total = total
@@ -239,9 +239,15 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        # Off a terminal the summary's first line is the final progress line.
+        if not self.enabled:
+            return
         if self.live:
             self._show(end="\n")
+            return
+        elapsed = time.perf_counter() - self._started
+        rate = self.done / max(elapsed, 1e-9)
+        self.stream.write(f"simulate: {self.done:,} records in {elapsed:.2f} s ({rate:,.0f}/s)\n")
+        self.stream.flush()
 
 
 def summary(stats: TrafficStats, target: str, elapsed: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,25 @@ def test_invalid_options_exit_with_2(
     argv = ["simulate", "--events", "10", *bad, "--output", str(tmp_path / "x.jsonl")]
     assert main(argv) == 2
     assert "idstream simulate:" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_draws_a_bar_on_a_terminal_and_one_line_elsewhere() -> None:
+    records = list(generate(TrafficConfig(events=5000)))
+    terminal = _Terminal()
+    progress = cli.Progress(5000, terminal)
+    assert len(list(progress.wrap(records))) == 5000
+    progress.close()
+    assert "\rsimulate [" in terminal.getvalue()
+    assert "5,000/5,000" in terminal.getvalue()
+    assert terminal.getvalue().endswith("\n")
+    log = io.StringIO()
+    progress = cli.Progress(5000, log)
+    list(progress.wrap(records))
+    progress.close()
+    assert log.getvalue().startswith("simulate: 5,000 records in ")
+    assert log.getvalue().count("\n") == 1
