@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import replace
@@ -294,3 +297,22 @@ def test_any_seed_is_deterministic_and_installs_come_first(
     assert len(first) == events
     for _, group in by_install(list(generate(config))):
         assert group[0][0].label == "install"
+
+
+def test_output_does_not_depend_on_the_process_hash_seed() -> None:
+    script = (
+        "import hashlib, sys\n"
+        "from idstream.simulate import TrafficConfig, generate\n"
+        "h = hashlib.sha256()\n"
+        "for r in generate(TrafficConfig(seed=11, events=3000, malformed_share=0.05)):\n"
+        "    h.update(r.key + b'\\0' + r.value + b'\\n')\n"
+        "print(h.hexdigest())\n"
+    )
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1
