@@ -3,6 +3,7 @@ interleavings, output files."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import orjson
@@ -11,6 +12,7 @@ from tests.unit.scenarios.sdk import T0, attribution, dead_letters, outputs, rec
 
 from idstream.cli import main
 from idstream.domain.messages import OutputTopic
+from idstream.drivers.local.cli import Progress
 from idstream.drivers.local.driver import LocalDriver, partition_of
 from idstream.simulate import Traffic, TrafficConfig
 from idstream.storage.memory import DictStore
@@ -138,3 +140,19 @@ def test_replay_with_a_shuffle_seed_gives_the_same_digest(
 
 def test_digest_of_a_missing_state_directory_fails(tmp_path: Path) -> None:
     assert main(["digest", "--state", str(tmp_path / "nope")]) == 2
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal() -> None:
+    stream = _Terminal()
+    progress = Progress(1000, stream)
+    progress.update(10, 500)
+    progress.finish(20)
+    text = stream.getvalue()
+    assert "\r[###############---------------]  50.0% 10 records" in text
+    assert "100.0% 20 records" in text
+    assert text.endswith("/s\n")
