@@ -10,7 +10,6 @@ docs/architecture.md, "The pool stage".
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -89,7 +88,7 @@ def apply_claim(tables: PoolTables, claim: Claim, rules: RuleConfig) -> StageRes
     key = log_key(pool, stored)
     journal = Journal()
     state = _journaled(tables, pool, journal)
-    tail = list(_later_claims(tables, pool, key))
+    tail = _claims_after(tables, pool, key)
     # Undo the claims that sort after this one, newest first.
     for later in tail:
         for table in _journaled_tables(state):
@@ -110,16 +109,21 @@ def apply_claim(tables: PoolTables, claim: Claim, rules: RuleConfig) -> StageRes
     return result
 
 
-def _later_claims(tables: PoolTables, pool: str, key: str) -> Iterator[str]:
+def _claims_after(tables: PoolTables, pool: str, key: str) -> list[str]:
+    """Log keys of the pool's claims that sort after `key`, newest first.
+
+    Keeps the pool's largest log key, so a claim that sorts last (the usual case) needs no scan.
+    """
     tail = tables.log_tail.get(pool)
     if tail is None or tail.log_key < key:
-        # The usual case: the claim sorts last, nothing to roll back and no scan.
         tables.log_tail.put(pool, ClaimRef(key))
-        return
+        return []
+    later: list[str] = []
     for found, _ in tables.claims.scan(pool + SEP, reverse=True):
         if found <= key:
-            return
-        yield found
+            break
+        later.append(found)
+    return later
 
 
 def _journaled(tables: PoolTables, pool: PoolId, journal: Journal) -> PoolState:
