@@ -116,17 +116,21 @@ def _merge_fits(
     return True
 
 
+def _unusable_reason(verdict: Verdict) -> RejectReason:
+    """Why a claim none of whose identities can be used is rejected as a whole."""
+    blocked = verdict.rejected and all(
+        r.reason is RejectReason.BLOCKED_IDENTITY for r in verdict.rejected
+    )
+    return RejectReason.BLOCKED_IDENTITY if blocked else RejectReason.INVALID_IDENTITY
+
+
 def _personalize(
     state: PoolState, claim: StoredClaim, config: RuleConfig, verdict: Verdict
 ) -> None:
     prid = claim.push_registration_id
     wanted = normalize_all(claim.identity, config, verdict)
     if not wanted:
-        blocked = verdict.rejected and all(
-            r.reason is RejectReason.BLOCKED_IDENTITY for r in verdict.rejected
-        )
-        reason = RejectReason.BLOCKED_IDENTITY if blocked else RejectReason.INVALID_IDENTITY
-        reject_segment(state, claim, verdict, reason, "no usable identity")
+        reject_segment(state, claim, verdict, _unusable_reason(verdict), "no usable identity")
         return
     install = state.install(prid)
     assert install is not None
@@ -298,7 +302,11 @@ def _forget(state: PoolState, claim: StoredClaim, config: RuleConfig, verdict: V
     install = state.install(prid)
     assert install is not None
     if claim.identity is not None:
-        given = normalize_all(claim.identity, config, None)
+        unusable = Verdict()
+        given = normalize_all(claim.identity, config, unusable)
+        if not given:
+            verdict.dead = (_unusable_reason(unusable), "no usable identity to forget")
+            return
         hashes = [identity_hash(state.pool, kind, value) for kind, value in given]
         targets = sorted({pid for i in given if (pid := state.owner(i)) is not None})
     else:

@@ -117,3 +117,12 @@ def test_a_forgotten_install_stays_unlinked_until_it_opens_a_fresh_segment() -> 
     h.update("B", 4_500, attributes={"city": "Split"})  # still in the forgotten segment
     assert h.profile_of("B") == ""
     assert h.last_outputs == ()
+
+
+def test_forget_with_only_unusable_identities_goes_to_the_dead_letter() -> None:
+    h = PoolHarness()
+    h.install("A", 1_000)
+    h.forget("A", 2_000, identity("null", ["not-an-email"]))
+    assert h.dead_letters() == ["invalid_identity"]
+    h.forget("A", 3_000, identity("null"))
+    assert h.dead_letters() == ["blocked_identity"]
