@@ -224,7 +224,7 @@ class RocksStore:
     """
 
     def __init__(
-        self, path: str | Path, tuning: Tuning | None = None, *, cache_entries: int = 200_000
+        self, path: str | Path, tuning: Tuning | None = None, *, cache_entries: int = 50_000
     ) -> None:
         self.path = Path(path)
         self.cache_entries = cache_entries
