@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--malformed-share", type=float, default=0.0, help="share of malformed input (0..1)"
     )
+    parser.add_argument(
+        "--store",
+        choices=("rocks", "dict"),
+        default="rocks",
+        help="state store: RocksDB (default) or in-memory dicts, to isolate the RocksDB cost",
+    )
 
 
 class EncodingSink:
@@ -46,12 +52,13 @@ class EncodingSink:
         """Nothing to release."""
 
 
-def once(records: list[SimRecord]) -> Sample:
-    from idstream.drivers.local.driver import LocalDriver
+def once(records: list[SimRecord], store_kind: str = "rocks") -> Sample:
+    from idstream.drivers.local.driver import LocalDriver, Store
+    from idstream.storage.memory import DictStore
     from idstream.storage.rocks import RocksStore
 
     with tempfile.TemporaryDirectory(prefix="idstream-bench-core-") as tmp:
-        store = RocksStore(f"{tmp}/state")
+        store: Store = RocksStore(f"{tmp}/state") if store_kind == "rocks" else DictStore()
         sink = EncodingSink()
         driver = LocalDriver(store=store, sink=sink)
         wall, cpu = time.perf_counter(), time.process_time()
@@ -80,17 +87,18 @@ def run(args: argparse.Namespace) -> Report:
     )
     records = list(Traffic(config))
     report = Report(
-        "core",
+        "core" if args.store == "rocks" else f"core-{args.store}",
         DESCRIPTION,
         params={
             "events": args.events,
             "users": args.users,
             "malformed_share": args.malformed_share,
+            "store": args.store,
             "seed": config.seed,
         },
     )
     for _ in range(args.runs):
-        report.samples.append(once(records))
+        report.samples.append(once(records, args.store))
     cpu = sorted(int(s.extra["per CPU-second"]) for s in report.samples)
     report.notes.append(
         f"events per CPU-second of the process (per core): median {cpu[len(cpu) // 2]:,}"
