@@ -43,6 +43,7 @@ MARKER = ".complete"
 DEFAULT_READY_TIMEOUT = 60.0
 DEFAULT_STOP_TIMEOUT = 20.0
 JVM_HEAP = ("-Xms256m", "-Xmx768m")
+BIND_ATTEMPTS = 3
 _SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "kafka"
 _PR_SET_PDEATHSIG = 1
 
@@ -241,14 +242,22 @@ class LocalKafka:
     def start(self) -> str:
         """Format storage, start the JVM and wait until the broker lists topics."""
         jars = fetch_jars(self.cache)
-        self.workdir = Path(tempfile.mkdtemp(prefix="idstream-kafka-"))
-        atexit.register(self.stop)
-        try:
-            self._launch(jars)
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            self.workdir = Path(tempfile.mkdtemp(prefix="idstream-kafka-"))
+            atexit.register(self.stop)
+            try:
+                self._launch(jars)
+                self._wait_ready()
+                break
+            except BrokerUnavailableError as exc:
+                self.stop()
+                # The free ports were picked before the JVM bound them; someone may have won.
+                if "Address already in use" not in str(exc) or attempt == BIND_ATTEMPTS:
+                    raise
+                logger.warning("Kafka port taken meanwhile; retrying with new ports")
+            except BaseException:
+                self.stop()
+                raise
         logger.info(
             "Kafka %s ready at %s (pid %s)", KAFKA_VERSION, self.bootstrap_servers, self.pid
         )
