@@ -73,6 +73,7 @@ __all__ = [
     "PoolTables",
     "apply_claim",
     "open_pool_tables",
+    "profile_snapshot",
     "stored_claim",
 ]
 
@@ -159,6 +160,16 @@ def _journaled_tables(state: PoolState) -> tuple[JournaledTable[Any, Any], ...]:
         state.aliases,
         state.forgotten,
     )
+
+
+def profile_snapshot(tables: PoolTables, pool: PoolId, profile_id: str) -> dict[str, Any] | None:
+    """The snapshot of a profile as it is now (None: no such profile), for tools and tests."""
+    state = _journaled(tables, pool, Journal())
+    view = _view(state, profile_id, before=False)
+    if view is None:
+        return None
+    found = tables.versions.get(state.key(profile_id))
+    return snapshot(view, pool, found.value if found is not None else 0)
 
 
 # --- claims as the log stores them -------------------------------------------------------

@@ -31,16 +31,13 @@ from idstream.domain.events import (
     UserIdentity,
 )
 from idstream.domain.ids import anonymous_profile_id, person_profile_id
-from idstream.domain.journal import Journal
 from idstream.domain.messages import Claim, InstallFacts, LinkDecision, Output, OutputTopic
 from idstream.domain.pool import (
     DIGEST_EXCLUDED,
     PoolTables,
-    _journaled,
     apply_claim,
     open_pool_tables,
 )
-from idstream.domain.pool_profiles import PoolState
 from idstream.domain.pool_state import SEP
 from idstream.storage.memory import DictStore
 
@@ -298,10 +295,6 @@ class PoolHarness(ClaimMaker):
 
     def logical_state(self) -> dict[str, list[tuple[str, Any]]]:
         return logical_state(self.store)
-
-    def state_for(self, pool: str) -> PoolState:
-        """Read access to one pool's state, as the rules see it."""
-        return _journaled(self.tables, PoolId(pool), Journal())
 
 
 _BUILDERS = frozenset(

@@ -9,10 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.unit.domain.pool_harness import ClaimMaker, PoolHarness, identity
 
-from idstream.domain.events import IdentityKind, RecordMeta
+from idstream.domain.events import IdentityKind, PoolId, RecordMeta
 from idstream.domain.messages import Claim, OutputTopic
-from idstream.domain.pool import DIGEST_EXCLUDED, POOL_TABLE_TYPES, _view
-from idstream.domain.pool_output import snapshot as pool_snapshot
+from idstream.domain.pool import DIGEST_EXCLUDED, POOL_TABLE_TYPES, profile_snapshot
 
 EMAIL = IdentityKind.EMAIL
 
@@ -223,10 +222,7 @@ def assert_outputs_follow_state(h: PoolHarness) -> None:
     live = {key.split("\x1f", 1)[1] for key, _ in h.tables.profiles.scan()}
     assert {pid for pid, value in latest.items() if value is not None} == live
     for pid in live:
-        view = _view(h.state_for("default"), pid, before=False)
-        assert view is not None
-        snapshot = latest[pid]
-        assert snapshot == pool_snapshot(view, "default", snapshot["version"])
+        assert latest[pid] == profile_snapshot(h.tables, PoolId("default"), pid)
     decided: dict[tuple[str, str], tuple[int, str, bool]] = {}
     for d in h.decisions:
         decided[(d.push_registration_id, d.segment)] = (d.pool_seq, d.profile_id, d.forgotten)
