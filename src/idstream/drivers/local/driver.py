@@ -67,7 +67,6 @@ class Stats:
 class _Input:
     value: bytes
     meta: RecordMeta
-    check_skew: bool
     decoded: AnyEvent | Rejection | None = None  # decoded already (to find its partition)
 
 
@@ -120,9 +119,8 @@ class LocalDriver:
         self, value: bytes, *, key: bytes | None = None, record_timestamp: int | None = None
     ) -> None:
         """Queue one input record (its partition comes from `key`, else from the decoded
-        pushRegistrationId). Without a record timestamp no skew check is made (a file replay
-        has none); the event's own timestamp stands in for it in dead letters and claims."""
-        check_skew = record_timestamp is not None
+        pushRegistrationId). Without a record timestamp (a file has none) the record's
+        timestamp is -1, Kafka's "none", and the decoder makes no skew check."""
         decoded: AnyEvent | Rejection | None = None
         if key is None:
             # A file holds values only: the key is the event's pushRegistrationId.
@@ -131,8 +129,9 @@ class LocalDriver:
         partition = partition_of(key, self.partitions)
         offset = self._offsets[partition]
         self._offsets[partition] = offset + 1
-        meta = RecordMeta(self.topic, partition, offset, record_timestamp or 0, key or None)
-        self._push(("in", partition), _Input(value, meta, check_skew, decoded))
+        stamp = -1 if record_timestamp is None else record_timestamp
+        meta = RecordMeta(self.topic, partition, offset, stamp, key or None)
+        self._push(("in", partition), _Input(value, meta, decoded))
         if self._random is None:
             self.run()
 
@@ -198,7 +197,7 @@ class LocalDriver:
         meta = item.meta
         decoded = item.decoded
         if decoded is None:
-            decoded = decode(item.value, meta if item.check_skew else None, self.limits)
+            decoded = decode(item.value, meta, self.limits)
         if isinstance(decoded, Rejection):
             self.stats.rejected += 1
             self._emit_all(
@@ -207,10 +206,6 @@ class LocalDriver:
                 )
             )
         else:
-            if not item.check_skew:
-                meta = RecordMeta(
-                    meta.topic, meta.partition, meta.offset, decoded.timestamp, meta.key
-                )
             result = install_stage.apply_event(
                 self.install_tables, decoded, item.value, meta, self.rules
             )
