@@ -145,3 +145,45 @@ def test_same_digest_for_every_interleaving_of_the_scenarios() -> None:
     ]
     digests = {run(records, seed=seed, partitions=2).digest() for seed in [None, *range(10)]}
     assert len(digests) == 1
+
+
+def test_change_events_of_a_first_login() -> None:
+    driver = run(
+        [
+            record("install", "e1", 0, PHONE),
+            personalize("e2", 60, PHONE, externalUserId="alice", emails=["alice@example.com"]),
+        ]
+    )
+    alice = person(driver, "alice")["profileId"]
+    anonymous = anon(PHONE, "e1")
+    assert changes(driver, anonymous) == ["created", "install_linked", "merged"]
+    assert changes(driver, alice) == [
+        "created",
+        "merged",
+        "identity_added",
+        "identity_added",
+        "install_linked",
+    ]
+    snapshot = profiles(driver)[alice]
+    assert snapshot["mergedFrom"] == [anonymous]
+    assert snapshot["channels"]["emails"] == [{"value": "alice@example.com", "primary": True}]
+    assert snapshot["channels"]["push"] == [
+        {"pushRegistrationId": PHONE, "appCode": "shop", "primary": False}
+    ]
+
+
+def test_uninstall_drops_the_push_channel_and_rejects_later_events() -> None:
+    driver = run(
+        [
+            record("install", "e1", 0, PHONE),
+            personalize("e2", 10, PHONE, emails=["alice@example.com"]),
+            record("uninstall", "e3", 20, PHONE),
+            record("custom", "e4", 30, PHONE, definitionId="after"),
+            record("custom", "e5", 15, PHONE, definitionId="late but before"),
+        ]
+    )
+    (alice,) = [p for p in profiles(driver).values() if p["kind"] == "person"]
+    assert alice["installs"][0]["lifecycle"] == "uninstalled"
+    assert alice["channels"]["push"] == []
+    assert dead_letters(driver) == ["install_uninstalled"]
+    assert attribution(driver)["e5"] == alice["profileId"]
