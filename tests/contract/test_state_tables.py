@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from idstream.domain.ports import StateTable
-from idstream.errors import StateFormatError
+from idstream.errors import ConfigurationError, StateFormatError
 from idstream.storage.layout import FORMAT_VERSION_KEY
 from idstream.storage.memory import DictStore
 from idstream.storage.rocks import RocksStore
@@ -233,4 +233,9 @@ def test_rocks_refuses_another_state_format(tmp_path: Path) -> None:
     with RocksStore(tmp_path) as store:
         store.db.put(FORMAT_VERSION_KEY, msgspec.msgpack.encode(999))
     with pytest.raises(StateFormatError, match="rebuild"):
+        RocksStore(tmp_path)
+
+
+def test_rocks_state_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with RocksStore(tmp_path), pytest.raises(ConfigurationError, match="another process"):
         RocksStore(tmp_path)

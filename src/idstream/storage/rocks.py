@@ -18,7 +18,7 @@ import msgspec
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from idstream.domain.ports import StateTable
-from idstream.errors import StateFormatError
+from idstream.errors import ConfigurationError, StateFormatError
 from idstream.storage.codec import ValueCodec
 from idstream.storage.layout import (
     FORMAT_VERSION_KEY,
@@ -229,7 +229,12 @@ class RocksStore:
         self.path = Path(path)
         self.cache_entries = cache_entries
         self.path.mkdir(parents=True, exist_ok=True)
-        self.db = Rdict(str(self.path), _rocksdict_options(tuning or _default_tuning()))
+        try:
+            self.db = Rdict(str(self.path), _rocksdict_options(tuning or _default_tuning()))
+        except Exception as exc:  # rocksdict raises plain Exception (lock held, I/O)
+            raise ConfigurationError(
+                f"cannot open state in {self.path}: {exc} (is another process using it?)"
+            ) from exc
         self.tables: dict[str, RocksTable[Any]] = {}
         self.pending_writes = 0
         try:
