@@ -112,11 +112,11 @@ def run(args: argparse.Namespace) -> int:
             print("idstream replay: --partitions and --flush-every must be >= 1", file=sys.stderr)
             return 2
         total = args.input.stat().st_size
+        sink = JsonlSink(args.output)
         store = RocksStore(args.state)
     except (IdstreamError, OSError) as exc:
         print(f"idstream replay: {exc}", file=sys.stderr)
         return 2
-    sink = JsonlSink(args.output)
     driver = LocalDriver(
         settings.rules(),
         store=store,
