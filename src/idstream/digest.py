@@ -11,8 +11,18 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from idstream.domain import install, pool
 from idstream.domain.ports import StateTable
 from idstream.storage.codec import canonical_json
+
+# Every state table of the resolver (name -> value type), and those a digest leaves out
+# (bookkeeping that depends on arrival order or source offsets). Any driver that keeps these
+# tables under these names gets the same digest for the same logical state.
+RESOLVER_TABLE_TYPES: Mapping[str, type] = {
+    **install.INSTALL_TABLE_TYPES,
+    **pool.POOL_TABLE_TYPES,
+}
+RESOLVER_DIGEST_EXCLUDED: frozenset[str] = install.DIGEST_EXCLUDED | pool.DIGEST_EXCLUDED
 
 
 def _included(

@@ -19,10 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from idstream.digest import dump_lines, state_digest
-    from idstream.domain.install import open_install_tables
-    from idstream.domain.pool import open_pool_tables
-    from idstream.drivers.local.driver import DIGEST_EXCLUDED
+    from idstream.digest import (
+        RESOLVER_DIGEST_EXCLUDED,
+        RESOLVER_TABLE_TYPES,
+        dump_lines,
+        state_digest,
+    )
     from idstream.errors import IdstreamError
     from idstream.storage.rocks import RocksStore
 
@@ -35,12 +37,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"idstream digest: {exc}", file=sys.stderr)
         return 2
     try:
-        open_install_tables(store)
-        open_pool_tables(store)
+        for name, value_type in RESOLVER_TABLE_TYPES.items():
+            store.open(name, value_type)
         if args.dump:
-            for line in dump_lines(store.tables, DIGEST_EXCLUDED):
+            for line in dump_lines(store.tables, RESOLVER_DIGEST_EXCLUDED):
                 print(line)
-        print(state_digest(store.tables, DIGEST_EXCLUDED))
+        print(state_digest(store.tables, RESOLVER_DIGEST_EXCLUDED))
         sys.stdout.flush()
     except BrokenPipeError:
         # `idstream digest --dump | head`: the reader left; say nothing more.

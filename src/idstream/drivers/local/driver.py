@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from idstream.codecs import DEFAULT_LIMITS, Limits, Rejection, decode
-from idstream.digest import state_digest
+from idstream.digest import RESOLVER_DIGEST_EXCLUDED, state_digest
 from idstream.domain import install as install_stage
 from idstream.domain import pool as pool_stage
 from idstream.domain.config import DEFAULT_RULES, RuleConfig
@@ -35,7 +35,7 @@ from idstream.drivers.local.sinks import MemorySink, Sink
 from idstream.storage.memory import DictStore
 
 INPUT_TOPIC = "idstream.events"
-DIGEST_EXCLUDED = install_stage.DIGEST_EXCLUDED | pool_stage.DIGEST_EXCLUDED
+DIGEST_EXCLUDED = RESOLVER_DIGEST_EXCLUDED
 
 
 class Store(TableFactory, Protocol):
