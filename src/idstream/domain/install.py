@@ -120,10 +120,13 @@ def apply_event(
             key(prid, rec.segment), SegmentRecord(SEGMENT_ANONYMOUS, rec.anonymous_profile)
         )
     rec = _open_segment(t, rec, event)
-    rec = _update_data(rec, event)
+    rec, data_changed = _update_data(rec, event)
 
     claims: tuple[Claim, ...] = ()
-    facts = _facts(rec)
+    facts = rec.facts
+    # Facts are rebuilt only when something they are made of may have changed.
+    if facts is None or data_changed or facts.lifecycle != rec.lifecycle:
+        facts = _facts(rec)
     if isinstance(event, CLAIM_EVENTS) or first or facts != rec.facts:
         with_event = isinstance(event, CLAIM_EVENTS)
         rec, claim = _claim(rec, facts, event, with_event, raw, meta)
@@ -251,38 +254,46 @@ def _open_segment(t: InstallTables, rec: InstallRecord, event: AnyEvent) -> Inst
 
 def _lww(
     current: dict[str, Stamped], values: Any, timestamp: int, event_id: str
-) -> dict[str, Stamped]:
+) -> tuple[dict[str, Stamped], bool]:
+    """Apply LWW writes; also say whether any value (not only a stamp) changed."""
     updated: dict[str, Stamped] | None = None
+    changed = False
+    stamp = (timestamp, event_id)
     for name, value in values.items():
         old = current.get(name)
-        if old is None or (old.timestamp, old.event_id) <= (timestamp, event_id):
+        if old is None or (old.timestamp, old.event_id) <= stamp:
             if updated is None:
                 updated = dict(current)
             updated[name] = Stamped(value, timestamp, event_id)
-    return current if updated is None else updated
+            if old is None or old.value != value or type(old.value) is not type(value):
+                changed = True
+    return (current, False) if updated is None else (updated, changed)
 
 
-def _update_data(rec: InstallRecord, event: AnyEvent) -> InstallRecord:
+def _update_data(rec: InstallRecord, event: AnyEvent) -> tuple[InstallRecord, bool]:
+    """LWW install data, launch and uninstall times; True if a fact may have changed."""
     ts, eid = event.timestamp, event.event_id
     changes: dict[str, Any] = {}
-    system = _lww(rec.system_data, event.standard_properties, ts, eid)
+    system, changed = _lww(rec.system_data, event.standard_properties, ts, eid)
     if isinstance(event, Install | InstallUpdate):
-        system = _lww(system, event.system_data, ts, eid)
+        system, more = _lww(system, event.system_data, ts, eid)
+        changed = changed or more
     if system is not rec.system_data:
         changes["system_data"] = system
     if isinstance(event, InstallUpdate):
-        custom = _lww(rec.custom_attributes, event.custom_attributes, ts, eid)
+        custom, _ = _lww(rec.custom_attributes, event.custom_attributes, ts, eid)
         if custom is not rec.custom_attributes:
             changes["custom_attributes"] = custom
         old = rec.primary_device
         if event.primary_device is not None and (old is None or old.loses_to(ts, eid)):
             changes["primary_device"] = Stamped(event.primary_device, ts, eid)
+            changed = changed or old is None or old.value != event.primary_device
     elif isinstance(event, AppLaunch):
         changes["last_launch"] = ts if rec.last_launch is None else max(rec.last_launch, ts)
     elif isinstance(event, Uninstall):
         at = rec.uninstalled_at
         changes["uninstalled_at"] = ts if at is None else min(at, ts)
-    return _with(rec, **changes) if changes else rec
+    return (_with(rec, **changes) if changes else rec), changed
 
 
 def _facts(rec: InstallRecord) -> InstallFacts:
