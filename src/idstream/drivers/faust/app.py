@@ -1,0 +1,206 @@
+"""The Kafka topology: the resolver stages as Faust agents over RocksDB-backed tables.
+
+Driver layer; the only place that imports faust besides drivers/faust/tables.py.
+
+    idstream.events (key pushRegistrationId) ─┐
+    idstream.internal.decisions (key prid) ───┴─> install agent ─> idstream.internal.claims
+                                                      │              (key pool)
+                                                      └─> resolved-events, dead-letter
+    idstream.internal.claims ─> pool agent ─> decisions, profile-changes, profiles, dead-letter
+
+Each agent handles a batch of records at a time (fewer wake-ups), but sets Faust's current
+event to each record in turn, so every table write lands in that record's partition and every
+output is attached to that record's offset: Faust publishes attached records before it commits
+the offset, which is what makes delivery at-least-once.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+import orjson
+from faust.streams import _current_event
+
+from idstream.codecs import Rejection, decode
+from idstream.domain.events import RecordMeta
+from idstream.domain.install import apply_decision, apply_event, open_install_tables
+from idstream.domain.messages import (
+    Claim,
+    LinkDecision,
+    Output,
+    OutputTopic,
+    StageResult,
+    dead_letter,
+)
+from idstream.domain.pool import apply_claim, open_pool_tables
+from idstream.drivers.faust.serde import (
+    decode_claim,
+    decode_decision,
+    encode_claim,
+    encode_decision,
+)
+from idstream.drivers.faust.tables import FaustTableFactory
+from idstream.settings import Settings, load_settings
+from idstream.storage.rocksdb_options import RocksDBOptions
+
+logger = logging.getLogger(__name__)
+
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.02
+
+
+def _broker_url(servers: str) -> list[str]:
+    return [f"kafka://{s.strip()}" for s in servers.split(",") if s.strip()]
+
+
+def _credentials(settings: Settings) -> Any:
+    if settings.security_protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if settings.security_protocol.endswith("SSL"):
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=settings.ssl_cafile)
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism or "PLAIN",
+            ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context)
+
+
+def _meta(message: Any) -> RecordMeta:
+    headers = message.headers or ()
+    items = headers.items() if isinstance(headers, dict) else headers
+    return RecordMeta(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        record_timestamp=int(message.timestamp * 1000),
+        key=message.key,
+        headers=tuple((str(k), bytes(v)) for k, v in items),
+    )
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the Faust app for `settings`: topics, tables and the two stage agents."""
+    rules = settings.rules()
+    topics = settings.topics
+    partitions = settings.partitions
+    app = faust.App(
+        settings.app_id,
+        broker=_broker_url(settings.bootstrap_servers),
+        broker_credentials=_credentials(settings),
+        store="rocksdb://",
+        datadir=settings.data_dir,
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        key_serializer="raw",
+        value_serializer="raw",
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=False,
+    )
+
+    def topic(name: str, **kw: Any) -> Any:
+        # internal=True: the worker creates the topic with `partitions` at start-up; left to
+        # broker auto-creation it would get the broker's default partition count instead.
+        return app.topic(
+            name, partitions=partitions, key_type=bytes, value_type=bytes, internal=True, **kw
+        )
+
+    claims_topic = topic(topics.claims)
+    decisions_topic = topic(topics.decisions)
+    outputs = {
+        OutputTopic.RESOLVED_EVENTS: topic(topics.resolved_events),
+        OutputTopic.PROFILE_CHANGES: topic(topics.profile_changes),
+        OutputTopic.PROFILES: topic(topics.profiles, compacting=True),
+        OutputTopic.DEAD_LETTER: topic(topics.dead_letter),
+    }
+    options = RocksDBOptions()
+    install_state = app.Table(
+        "install-state",
+        default=None,
+        partitions=partitions,
+        key_type=bytes,
+        value_type=bytes,
+        options=options.to_table_options(),
+    )
+    pool_state = app.Table(
+        "pool-state",
+        default=None,
+        partitions=partitions,
+        key_type=bytes,
+        value_type=bytes,
+        options=options.to_table_options(),
+    )
+    install_tables = open_install_tables(FaustTableFactory(install_state))
+    pool_tables = open_pool_tables(FaustTableFactory(pool_state))
+
+    async def send(result: StageResult) -> None:
+        for message in result.messages:
+            if isinstance(message, Claim):
+                await claims_topic.send(key=message.pool.encode(), value=encode_claim(message))
+            else:
+                await decisions_topic.send(
+                    key=message.push_registration_id.encode(), value=encode_decision(message)
+                )
+        await send_outputs(result.outputs)
+
+    async def send_outputs(records: Iterable[Output]) -> None:
+        for out in records:
+            value = None if out.value is None else orjson.dumps(out.value)
+            await outputs[out.topic].send(key=out.key.encode(), value=value)
+
+    input_channel = app.topic(
+        topics.events, topics.decisions, partitions=partitions, key_type=bytes, value_type=bytes
+    )
+
+    @app.agent(input_channel, name="install-stage", concurrency=1)
+    async def install_agent(stream: Any) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            for event in batch:
+                # Table writes and attached sends follow Faust's current event.
+                _current_event.set(weakref.ref(event))
+                message = event.message
+                raw: bytes = message.value or b""
+                if message.topic == topics.decisions:
+                    decision: LinkDecision = decode_decision(raw)
+                    await send(apply_decision(install_tables, decision, rules))
+                    continue
+                meta = _meta(message)
+                decoded = decode(raw, meta)
+                if isinstance(decoded, Rejection):
+                    await send_outputs([dead_letter(raw, meta, decoded.reason, decoded.detail)])
+                    continue
+                await send(apply_event(install_tables, decoded, raw, meta, rules))
+
+    @app.agent(claims_topic, name="pool-stage", concurrency=1)
+    async def pool_agent(stream: Any) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            for event in batch:
+                _current_event.set(weakref.ref(event))
+                claim = decode_claim(event.message.value)
+                await send(apply_claim(pool_tables, claim, rules))
+
+    return app
+
+
+def worker_app() -> faust.App:
+    """The app for `faust -A idstream.drivers.faust.app worker`, from IDSTREAM_* settings."""
+    return create_app(load_settings())
+
+
+def __getattr__(name: str) -> Any:
+    # `faust -A idstream.drivers.faust.app` looks up `app`; build it only when asked.
+    if name == "app":
+        return worker_app()
+    raise AttributeError(name)

@@ -1,0 +1,33 @@
+"""`idstream worker`: run one stream-processing worker until SIGTERM or Ctrl-C.
+
+Entry point (driver layer). Start more workers with the same settings to scale out; Kafka's
+consumer group spreads the partitions over them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--settings", help="settings file (TOML or JSON); IDSTREAM_* win")
+    parser.add_argument("--log-level", default="info", help="debug, info, warning, error")
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from faust.worker import Worker
+
+    from idstream.drivers.faust.app import create_app
+    from idstream.drivers.faust.topics import ensure_topics
+    from idstream.settings import load_settings
+
+    settings = load_settings(args.settings)
+    asyncio.run(ensure_topics(settings))
+    app = create_app(settings)
+    logging.getLogger(__name__).info("settings: %s", settings.redacted())
+    worker = Worker(app, loglevel=args.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0

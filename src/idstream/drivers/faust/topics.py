@@ -1,0 +1,74 @@
+"""Create idstream's topics before a worker joins its consumer group.
+
+Driver layer. Faust would create internal topics itself, but only after the first partition
+assignment, which then ignores them until the next rebalance; and a topic auto-created by
+the broker gets the broker's default partition count. So `idstream worker` makes them first.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from idstream.errors import ConfigurationError
+from idstream.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every topic the topology uses, with its topic-level config."""
+    t = settings.topics
+    compacted = {"cleanup.policy": "compact"}
+    return {
+        t.events: {},
+        t.claims: {},
+        t.decisions: {},
+        t.resolved_events: {},
+        t.profile_changes: {},
+        t.profiles: compacted,
+        t.dead_letter: {},
+    }
+
+
+def admin_client(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        security_protocol=settings.security_protocol,
+        sasl_mechanism=settings.sasl_mechanism or "PLAIN",
+        sasl_plain_username=settings.sasl_username,
+        sasl_plain_password=settings.sasl_password,
+    )
+
+
+async def ensure_topics(settings: Settings, replication_factor: int = 1) -> None:
+    """Create the missing topics with `settings.partitions`; refuse a partition mismatch."""
+    wanted = topic_configs(settings)
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, settings.partitions, replication_factor, topic_configs=config)
+            for name, config in wanted.items()
+            if name not in existing
+        ]
+        if missing:
+            response = await admin.create_topics(missing)
+            for name, code, *rest in response.topic_errors:
+                if code and code != TopicAlreadyExistsError.errno:
+                    raise for_code(code)(f"cannot create topic {name}: {rest}")
+            logger.info("created topics %s", ", ".join(t.name for t in missing))
+        described = await admin.describe_topics(sorted(wanted))
+        for topic in described:
+            count = len(topic.get("partitions", ()))
+            if count != settings.partitions:
+                raise ConfigurationError(
+                    f"topic {topic['topic']} has {count} partitions but IDSTREAM_PARTITIONS is "
+                    f"{settings.partitions}: every idstream topic must have the same count "
+                    "(co-partitioning); set IDSTREAM_PARTITIONS to match"
+                )
+    finally:
+        await admin.close()

@@ -1,0 +1,53 @@
+"""Read the state that Faust workers left in their per-partition RocksDB files (storage layer).
+
+Faust keeps one RocksDB per table partition. Every logical table inside uses the same key
+layout as RocksStore (storage/layout.py), so loading all partitions of all stage tables into
+DictTables gives the same tables the in-process driver has: `idstream digest --faust-dir`.
+Read-only and in memory: for digests, dumps and tests, not for serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rocksdict import AccessType, Options, Rdict
+
+from idstream.errors import ConfigurationError
+from idstream.storage.codec import ValueCodec
+from idstream.storage.layout import SEPARATOR
+from idstream.storage.memory import DictTable
+
+
+def partition_dbs(data_dir: Path, table_names: Iterable[str]) -> list[Path]:
+    """Every `<table>-<partition>.db` directory under a Faust data dir, in a stable order."""
+    found: list[Path] = []
+    for name in table_names:
+        found.extend(p for p in data_dir.rglob(f"{name}-*.db") if p.is_dir())
+    return sorted(found)
+
+
+def load_tables(
+    db_paths: Iterable[Path], table_types: Mapping[str, type]
+) -> dict[str, DictTable[Any]]:
+    """Every logical table found in the given RocksDB directories, decoded by its type."""
+    tables: dict[str, DictTable[Any]] = {name: DictTable(t) for name, t in table_types.items()}
+    codecs: dict[str, ValueCodec[Any]] = {name: ValueCodec(t) for name, t in table_types.items()}
+    for path in db_paths:
+        try:
+            db = Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
+        except Exception as exc:  # rocksdict raises plain Exception (missing, locked)
+            raise ConfigurationError(f"cannot read {path}: {exc}") from exc
+        try:
+            for raw_key, raw_value in db.items():
+                assert isinstance(raw_key, bytes) and isinstance(raw_value, bytes)
+                name, sep, key = raw_key.partition(SEPARATOR)
+                table = name.decode("utf-8", "replace")
+                # Faust's own bookkeeping (its changelog offset) is not one of our tables.
+                if not sep or table not in tables:
+                    continue
+                tables[table].put(key.decode("utf-8"), codecs[table].decode(raw_value))
+        finally:
+            db.close()
+    return tables

@@ -1,0 +1,109 @@
+"""Run idstream workers (`python -m idstream worker`) against a real broker in tests.
+
+One `Topology` is one deployment: unique topic names, one consumer group, and a data dir per
+worker. It waits on conditions (offsets committed) with deadlines, never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from idstream.digest import RESOLVER_DIGEST_EXCLUDED, RESOLVER_TABLE_TYPES, state_digest
+from idstream.storage.partitions import load_tables, partition_dbs
+from tests.support.kafka import all_committed, create_topics, produce
+from tests.support.names import UniqueNames
+from tests.support.processes import ManagedProcess, ProcessPool
+from tests.support.waiting import wait_for
+
+READY_LINE = "[^Worker]: Ready"
+STAGE_TABLES = ("install-state", "pool-state")
+
+
+@dataclass
+class Topology:
+    bootstrap: str
+    names: UniqueNames
+    processes: ProcessPool
+    root: Path
+    partitions: int = 6
+    workers: list[ManagedProcess] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.app_id = self.names.app_id()
+        t = self.names.topic
+        self.topics = {
+            "events": t("events"),
+            "resolved_events": t("resolved"),
+            "profile_changes": t("changes"),
+            "profiles": t("profiles"),
+            "dead_letter": t("dead"),
+            "claims": t("claims"),
+            "decisions": t("decisions"),
+        }
+
+    def env(self, worker: int) -> dict[str, str]:
+        env = {
+            "IDSTREAM_BOOTSTRAP_SERVERS": self.bootstrap,
+            "IDSTREAM_APP_ID": self.app_id,
+            "IDSTREAM_PARTITIONS": str(self.partitions),
+            "IDSTREAM_DATA_DIR": str(self.data_dir(worker)),
+        }
+        env.update({f"IDSTREAM_TOPICS__{k.upper()}": v for k, v in self.topics.items()})
+        return env
+
+    def data_dir(self, worker: int) -> Path:
+        return self.root / f"worker-{worker}"
+
+    async def create_input(self) -> None:
+        await create_topics(self.bootstrap, [self.topics["events"]], self.partitions)
+
+    async def start(self, worker: int = 0, *, wait_ready: bool = True) -> ManagedProcess:
+        proc = self.processes.start_python_module(
+            "idstream", "worker", name=f"worker-{worker}", env=self.env(worker)
+        )
+        self.workers.append(proc)
+        if wait_ready:
+            await wait_for(
+                lambda: READY_LINE in proc.log_text() or not proc.is_running(),
+                120,
+                message=f"worker-{worker} to log {READY_LINE!r}",
+            )
+            assert proc.is_running(), f"worker exited {proc.returncode}:\n{proc.log_tail()}"
+        return proc
+
+    async def send(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        await produce(self.bootstrap, self.topics["events"], records)
+
+    async def all_done(self) -> bool:
+        """Every input, claim and decision record committed by the group, twice in a row
+        (a decision can make the install stage send more, so one look is not enough)."""
+        for _ in range(2):
+            for name in ("events", "claims", "decisions"):
+                if not await all_committed(self.bootstrap, self.app_id, self.topics[name]):
+                    return False
+        return True
+
+    async def wait_done(self, timeout: float = 240) -> None:
+        def alive() -> None:
+            for proc in self.workers:
+                if proc.returncode not in (None, 0, -9):
+                    raise AssertionError(f"{proc.name} exited {proc.returncode}")
+
+        async def done() -> bool:
+            alive()
+            return await self.all_done()
+
+        await wait_for(done, timeout, interval=0.5, message="workers to commit every record")
+
+    def stop_all(self) -> None:
+        for proc in self.workers:
+            proc.stop(60)
+
+    def digest(self) -> str:
+        """Digest of the union of all workers' RocksDB partitions (workers stopped)."""
+        dbs = partition_dbs(self.root, STAGE_TABLES)
+        assert dbs, f"no RocksDB partitions under {self.root}"
+        tables = load_tables(dbs, RESOLVER_TABLE_TYPES)
+        return state_digest(tables, RESOLVER_DIGEST_EXCLUDED)
