@@ -72,3 +72,31 @@ async def ensure_topics(settings: Settings, replication_factor: int = 1) -> None
                 )
     finally:
         await admin.close()
+
+
+async def group_lag(settings: Settings, topics: list[str]) -> int:
+    """Records in `topics` not yet committed by the worker group (0: all processed)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    admin = admin_client(settings)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.app_id)
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
+        ends = await consumer.end_offsets(tps)
+        lag = 0
+        for tp, end in ends.items():
+            meta = committed.get(tp)
+            lag += max(0, end - (meta.offset if meta is not None and meta.offset >= 0 else 0))
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def pipeline_topics(settings: Settings) -> list[str]:
+    """The topics a worker consumes: input, claims and decisions."""
+    t = settings.topics
+    return [t.events, t.claims, t.decisions]
