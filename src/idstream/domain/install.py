@@ -46,6 +46,8 @@ from idstream.domain.install_state import (
     open_install_tables,
 )
 from idstream.domain.messages import (
+    NOTE_DUPLICATE,
+    NOTE_LAUNCH_DROPPED,
     Claim,
     InstallFacts,
     LinkDecision,
@@ -96,7 +98,7 @@ def apply_event(
         # duplicate eventId: a no-op.
         if meta is not None and done.source == _source(meta):
             return _resend(done, event, raw, meta)
-        return StageResult()
+        return StageResult(notes=(NOTE_DUPLICATE,))
 
     rec = t.installs.get(prid)
     first = rec is None
@@ -113,7 +115,7 @@ def apply_event(
         # Changes nothing but the metric; the eventId is kept so a duplicate is not counted.
         t.installs.put(prid, _with(rec, dropped_launches=rec.dropped_launches + 1))
         t.applied.put(applied_key, AppliedEvent(_source(meta), dropped=True))
-        return StageResult()
+        return StageResult(notes=(NOTE_LAUNCH_DROPPED,))
 
     if first:
         t.segments.put(

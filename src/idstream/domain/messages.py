@@ -119,3 +119,10 @@ class StageResult:
 
     messages: tuple[Message, ...] = ()
     outputs: tuple[Output, ...] = ()
+    # What the stage decided that leaves no output, for metrics (NOTE_* values). Not part of
+    # equality: two results that send the same things are the same result.
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+
+NOTE_LAUNCH_DROPPED = "launch_dropped"  # an appLaunch inside the dedup window (SPEC §4.2)
+NOTE_DUPLICATE = "duplicate_event"  # an eventId already applied to the install (SPEC §4.1)
