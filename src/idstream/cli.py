@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("idstream.drivers.faust.cli_worker", "run a stream-processing worker"),
     "rebuild": ("idstream.drivers.faust.cli_rebuild", "rebuild state from the input topic"),
     "digest": ("idstream.digest_cli", "print a stable hash of all state tables"),
+    "profile": ("idstream.lookup_cli", "look a profile up on a worker (HTTP API), masked"),
+    "tail": ("idstream.tail_cli", "follow profile changes (--all: every output topic)"),
 }
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from idstream.devbroker import free_port
 from idstream.digest import RESOLVER_DIGEST_EXCLUDED, RESOLVER_TABLE_TYPES, state_digest
 from idstream.storage.partitions import load_tables, partition_dbs
 from tests.support.kafka import all_committed, create_topics, produce
@@ -49,6 +50,8 @@ class Topology:
             "IDSTREAM_APP_ID": self.app_id,
             "IDSTREAM_PARTITIONS": str(self.partitions),
             "IDSTREAM_DATA_DIR": str(self.data_dir(worker)),
+            # Each worker its own web port (its HTTP server is on by default).
+            "IDSTREAM_HTTP_PORT": str(free_port()),
         }
         env.update({f"IDSTREAM_TOPICS__{k.upper()}": v for k, v in self.topics.items()})
         return env

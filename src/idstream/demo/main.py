@@ -159,6 +159,8 @@ def demo_settings(bootstrap: str, partitions: int, data_dir: Path) -> Settings:
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
+    from idstream.devbroker import free_port
+
     env = dict(os.environ)
     env.update(
         {
@@ -166,6 +168,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
             "IDSTREAM_APP_ID": settings.app_id,
             "IDSTREAM_PARTITIONS": str(settings.partitions),
             "IDSTREAM_DATA_DIR": settings.data_dir,
+            # The worker's HTTP server (lookups, metrics) on a port nothing else uses.
+            "IDSTREAM_HTTP_PORT": os.environ.get("IDSTREAM_HTTP_PORT") or str(free_port()),
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -37,6 +37,7 @@ from idstream.domain.messages import (
     dead_letter,
 )
 from idstream.domain.pool import apply_claim, open_pool_tables
+from idstream.drivers.faust.metrics import Metrics
 from idstream.drivers.faust.serde import (
     decode_claim,
     decode_decision,
@@ -44,6 +45,7 @@ from idstream.drivers.faust.serde import (
     encode_decision,
 )
 from idstream.drivers.faust.tables import FaustTableFactory
+from idstream.drivers.faust.web import install_api, web_options
 from idstream.settings import Settings, load_settings
 from idstream.storage.rocksdb_options import RocksDBOptions
 
@@ -107,7 +109,7 @@ def create_app(settings: Settings) -> faust.App:
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        web_enabled=False,
+        **web_options(settings),
     )
 
     def topic(name: str, **kw: Any) -> Any:
@@ -145,7 +147,11 @@ def create_app(settings: Settings) -> faust.App:
     install_tables = open_install_tables(FaustTableFactory(install_state))
     pool_tables = open_pool_tables(FaustTableFactory(pool_state))
 
+    metrics = Metrics.for_settings(settings)
+    install_api(app, settings, metrics, install_state, pool_state)
+
     async def send(result: StageResult) -> None:
+        metrics.observe_result(result)
         for message in result.messages:
             if isinstance(message, Claim):
                 await claims_topic.send(key=message.pool.encode(), value=encode_claim(message))
@@ -178,8 +184,10 @@ def create_app(settings: Settings) -> faust.App:
                     continue
                 meta = _meta(message)
                 decoded = decode(raw, meta)
+                metrics.observe_input(decoded)
                 if isinstance(decoded, Rejection):
-                    await send_outputs([dead_letter(raw, meta, decoded.reason, decoded.detail)])
+                    rejected = dead_letter(raw, meta, decoded.reason, decoded.detail)
+                    await send(StageResult(outputs=(rejected,)))
                     continue
                 await send(apply_event(install_tables, decoded, raw, meta, rules))
 
