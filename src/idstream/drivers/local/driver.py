@@ -170,6 +170,9 @@ class LocalDriver:
                 self._ready[index] = last
                 self._ready_at[last] = index
             del self._ready_at[queue_key]
+            # One queue per pool and per install link: keep only live ones, or memory grows
+            # with every install ever seen.
+            del self._queues[queue_key]
         return queue_key, item
 
     def run(self) -> None:
