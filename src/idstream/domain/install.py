@@ -188,12 +188,10 @@ def apply_decision(t: InstallTables, decision: LinkDecision, rules: RuleConfig) 
         released.append(held)
     if released:
         t.released.put(segment_key, Released(decision.pool_seq, profile, tuple(released)))
+    # A `forgotten` decision is applied like any other: the pool has already named the fresh
+    # anonymous profile that the segment's held and later events go to (architecture.md,
+    # "Forget"). The install opens no segment and keeps its own lifecycle.
     outputs = tuple(_resolved(held.value, profile) for held in released)
-
-    rec = t.installs.get(prid)
-    # The current segment's profile was erased: the next event starts a fresh anonymous one.
-    if decision.forgotten and rec is not None and rec.segment == decision.segment:
-        t.installs.put(prid, _with(rec, fresh_segment=True, linked=False))
     return StageResult(outputs=outputs)
 
 
@@ -234,23 +232,20 @@ def _inside_dedup_window(rec: InstallRecord, event: AppLaunch, rules: RuleConfig
 
 
 def _open_segment(t: InstallTables, rec: InstallRecord, event: AnyEvent) -> InstallRecord:
-    """Personalize, depersonalize, forgetting the linked person (and the first event after
-    the person was forgotten elsewhere) open a new segment named by the event's id."""
+    """Personalize, depersonalize and forgetting the linked person open a new segment named
+    by the event's id. (A forget that reaches the install from elsewhere opens none: the
+    pool relinks the current segment.)"""
     prid = rec.push_registration_id
     eid = event.event_id
     if isinstance(event, Personalize):
         # (Also the install's first event: its segment is a person's, with no anonymous period.)
         t.segments.put(key(prid, eid), SegmentRecord(SEGMENT_PERSON, None))
-        return _with(rec, segment=eid, linked=True, ever_personalized=True, fresh_segment=False)
+        return _with(rec, segment=eid, linked=True, ever_personalized=True)
     self_forget = isinstance(event, Forget) and event.user_identity is None and rec.linked
-    if isinstance(event, Depersonalize) or self_forget or rec.fresh_segment:
-        if eid == rec.segment:
-            return _with(rec, fresh_segment=False)
+    if (isinstance(event, Depersonalize) or self_forget) and eid != rec.segment:
         anonymous = anonymous_profile_id(PushRegistrationId(prid), eid)
         t.segments.put(key(prid, eid), SegmentRecord(SEGMENT_ANONYMOUS, anonymous))
-        return _with(
-            rec, segment=eid, anonymous_profile=anonymous, linked=False, fresh_segment=False
-        )
+        return _with(rec, segment=eid, anonymous_profile=anonymous, linked=False)
     return rec
 
 

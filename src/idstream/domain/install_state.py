@@ -70,7 +70,6 @@ class InstallRecord:
     claim_seq: int = 0
     claim_max_timestamp: int | None = None
     facts: InstallFacts | None = None  # the facts last sent to the pool
-    fresh_segment: bool = False  # the linked person was forgotten: next event opens a segment
 
     @property
     def lifecycle(self) -> str:

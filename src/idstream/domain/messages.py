@@ -73,7 +73,8 @@ class LinkDecision:
     """pool stage -> install stage (key: pushRegistrationId): which profile a segment belongs to.
 
     `pool_seq` grows with every decision the pool sends, so an install keeps the newest.
-    `forgotten` tells the install its person was erased: it starts a fresh anonymous segment.
+    `forgotten`: the segment's person was erased; `profile_id` is then the fresh anonymous
+    profile the pool gave the install (for its current segment) or the erased id (older ones).
     """
 
     push_registration_id: PushRegistrationId

@@ -352,10 +352,12 @@ def _survivor_of(state: PoolState, pid: str, before: ProfileView) -> str | None:
     if alias is not None:
         return alias.survivor
     record = state.profiles.get_before(state.key(pid))
-    for ref in record.segments if record is not None else ():
-        link = state.segments.get(state.key(ref))
-        if link is not None and link.forgotten and link.profile_id == pid:
-            return None
+    links = [state.segments.get(state.key(ref)) for ref in (record.segments if record else ())]
+    # Forgotten: its segments now name the erased id, or their installs' fresh anonymous
+    # profiles (which are not survivors), with `forgotten`.
+    if any(link is not None and link.forgotten for link in links):
+        return None
+    for link in links:
         if link is not None and link.profile_id != pid and state.profile(link.profile_id):
             return link.profile_id
     for install in before.installs:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from idstream.domain.config import PersonLimits, RuleConfig
-from idstream.domain.events import IDENTITY_PRIORITY, EventType, IdentityKind, PoolId
+from idstream.domain.events import IDENTITY_PRIORITY, IdentityKind, PoolId
 from idstream.domain.identities import mask, normalize_identity
 from idstream.domain.journal import JournaledTable
 from idstream.domain.pool_state import (
@@ -294,10 +294,7 @@ def ensure_install(state: PoolState, claim: StoredClaim) -> InstallRecord:
             system_data=dict(facts.system_data),
         )
     state.put_install(prid, install)
-    waiting = not install.profile_id and claim.segment != install.segment
-    if fresh or (waiting and claim.kind != EventType.PERSONALIZE):
-        # New install, or its person was forgotten and the install stage has opened a fresh
-        # segment since: that segment is anonymous. (Until then the install stays unlinked.)
+    if fresh:
         create_profile(state, claim.anonymous_profile, ANONYMOUS, claim)
         link_install(state, prid, claim.anonymous_profile, claim.segment, LIFECYCLE_ANONYMOUS)
     found = state.install(prid)

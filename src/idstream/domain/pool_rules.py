@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from idstream.domain.config import ConflictMode, Continuity, PersonLimits, RuleConfig
-from idstream.domain.events import IDENTITY_PRIORITY, EventType, IdentityKind
+from idstream.domain.events import IDENTITY_PRIORITY, EventType, IdentityKind, PushRegistrationId
 from idstream.domain.identities import identity_hash, install_hash, normalize_identity
-from idstream.domain.ids import person_profile_id
+from idstream.domain.ids import anonymous_profile_id, person_profile_id
 from idstream.domain.pool_profiles import (
     LIFECYCLE_ANONYMOUS,
     LIFECYCLE_DEPERSONALIZED,
@@ -320,21 +320,31 @@ def _forget(state: PoolState, claim: StoredClaim, config: RuleConfig, verdict: V
     if not targets and not known:
         verdict.dead = (RejectReason.UNKNOWN_PERSON, "no person to forget")
     for pid in targets:
-        _erase(state, pid, claim.order)
+        _erase(state, pid, claim)
     if claim.identity is None and claim.segment != install.segment:
-        # The install forgot its own person and already opened a fresh anonymous segment.
+        # The install forgot its own person and already opened a fresh anonymous segment; its
+        # profile, anonymous_profile_id(prid, forget eventId), is the one _erase gave the
+        # install's old segment.
         create_profile(state, claim.anonymous_profile, ANONYMOUS, claim)
         link_install(state, prid, claim.anonymous_profile, claim.segment, LIFECYCLE_ANONYMOUS)
 
 
-def _erase(state: PoolState, pid: str, order: Order) -> None:
-    """Delete a person from every table; keep only hashes in the forget register (SPEC §4.10)."""
+def _erase(state: PoolState, pid: str, claim: StoredClaim) -> None:
+    """Delete a person from every table; keep only hashes in the forget register (SPEC §4.10).
+
+    Every install whose current segment belonged to the person moves, in the fold, to a fresh
+    anonymous profile, anonymous_profile_id(prid, forget eventId): its current segment's link
+    names that profile (forgotten), so the install stage resolves the segment's held and later
+    events there whatever the arrival order. Older segments keep the erased id, forgotten.
+    """
     record = state.profile(pid)
     assert record is not None
+    order = claim.order
     for kind in IDENTITY_PRIORITY:
         for value in identities_of(record, kind):
             state.remember_forget(identity_hash(state.pool, kind, value), order)
             state.set_owner((kind, value), None)
+    moved: list[tuple[str, str, str]] = []  # (prid, current segment, fresh profile)
     for prid in record.installs:
         state.remember_forget(install_hash(state.pool, prid), order)
         install = state.install(prid)
@@ -342,12 +352,26 @@ def _erase(state: PoolState, pid: str, order: Order) -> None:
             lifecycle = install.lifecycle
             if lifecycle != LIFECYCLE_UNINSTALLED:
                 lifecycle = LIFECYCLE_ANONYMOUS
+            fresh = anonymous_profile_id(PushRegistrationId(prid), claim.event_id)
+            create_profile(state, fresh, ANONYMOUS, claim)
+            fresh_record = state.profile(fresh)
+            assert fresh_record is not None
+            if prid not in fresh_record.installs:
+                installs = tuple(sorted((*fresh_record.installs, prid)))
+                state.put_profile(fresh, replace(fresh_record, installs=installs))
             state.put_install(
                 prid,
-                replace(install, profile_id="", lifecycle=lifecycle, was_personalized=False),
+                replace(install, profile_id=fresh, lifecycle=lifecycle, was_personalized=False),
             )
+            moved.append((prid, install.segment, fresh))
     for ref in record.segments:
-        state.segments.put(state.key(ref), SegmentLink(pid, None, True))
+        old = state.segments.get(state.key(ref))
+        rejected = old.rejected if old is not None else None
+        state.segments.put(state.key(ref), SegmentLink(pid, rejected, True))
+    for prid, segment, fresh_id in moved:
+        old = state.segments.get(state.key(prid, segment))
+        rejected = old.rejected if old is not None else None
+        set_segment(state, prid, segment, fresh_id, rejected=rejected, forgotten=True)
     for merged in record.merged_from:
         state.aliases.delete(state.key(merged))
     state.profiles.delete(state.key(pid))

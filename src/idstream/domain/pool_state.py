@@ -69,7 +69,7 @@ class InstallRecord:
     primary_device: bool
     system_data: dict[str, StoredValue]
     segment: str  # the install's current segment, as the pool decided it
-    profile_id: str  # "" while waiting for a fresh segment after its person was forgotten
+    profile_id: str  # after a forget: the fresh anonymous profile the forget gave it
     was_personalized: bool = False
 
 

@@ -62,7 +62,6 @@ class _Install:
     push: bool = True
     primary: bool = False
     system_data: dict[str, Any] = field(default_factory=dict)
-    fresh: bool = False
 
 
 class ClaimMaker:
@@ -201,13 +200,6 @@ class ClaimMaker:
             self._open(ins, event.event_id)  # forgetting its own person opens a fresh segment
         return self._claim(ins, event, event.event_id, ts)
 
-    def fresh_segment(self, prid: str, ts: int) -> Claim:
-        """After a `forgotten` decision: the install's next event opens an anonymous segment."""
-        ins = self.installs[prid]
-        eid = self._event_id(prid)
-        self._open(ins, eid)
-        return self._claim(ins, None, eid, ts)
-
 
 class PoolHarness(ClaimMaker):
     """A ClaimMaker whose claims go straight into one pool stage; keeps every output."""
@@ -306,7 +298,6 @@ _BUILDERS = frozenset(
         "update",
         "uninstall",
         "forget",
-        "fresh_segment",
     }
 )
 

@@ -448,16 +448,21 @@ def test_depersonalize_opens_a_fresh_anonymous_segment() -> None:
     assert resolved(stage.send(Custom(**common("e4", 4), definition_id="x"))) == [(fresh, "e4")]
 
 
-def test_after_the_person_is_forgotten_the_next_event_opens_a_fresh_segment() -> None:
+def test_a_forgotten_decision_names_the_fresh_profile_and_opens_no_segment() -> None:
+    """A forget from elsewhere: the pool names the install's fresh anonymous profile for its
+    current segment; held and later events go there, the install keeps its own lifecycle."""
     stage = Stage()
-    stage.send(Personalize(**common("e1", 1), user_identity=UserIdentity("u1")))
-    stage.decide("e1")
-    stage.decide("e1", forgotten=True)
-    assert stage.install.lifecycle == "depersonalized"
-    result = stage.send(Custom(**common("e2", 2), definition_id="x"))
-    assert resolved(result) == [(anonymous_profile_id(PRID, "e2"), "e2")]
-    (claim,) = claims(result)  # the lifecycle changed: the pool hears of it
-    assert claim.segment == "e2" and claim.facts.lifecycle == "depersonalized"
+    stage.send(Install(**common("e1", 1)))
+    stage.send(Personalize(**common("e2", 2), user_identity=UserIdentity("u1")))
+    stage.send(Custom(**common("e3", 3), definition_id="x"))  # held
+    before = stage.install
+    fresh = anonymous_profile_id(PRID, "elsewhere-forget")
+    released = stage.decide("e2", fresh, forgotten=True)
+    assert resolved(released) == [(fresh, "e2"), (fresh, "e3")]
+    assert stage.install == before  # no segment opened, lifecycle as its own events made it
+    result = stage.send(Custom(**common("e4", 4), definition_id="x"))
+    assert resolved(result) == [(fresh, "e4")]
+    assert claims(result) == []  # nothing the pool does not know changed
 
 
 def test_forgetting_the_installs_own_person_opens_a_fresh_segment_at_once() -> None:

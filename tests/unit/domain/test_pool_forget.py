@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tests.unit.domain.pool_harness import ClaimMaker, PoolHarness, identity
 
-from idstream.domain.events import IdentityKind
-from idstream.domain.messages import OutputTopic
+from idstream.domain.events import IdentityKind, PushRegistrationId
+from idstream.domain.ids import anonymous_profile_id
+from idstream.domain.messages import Claim, OutputTopic
 from idstream.domain.pool import apply_claim
 
 EMAIL = IdentityKind.EMAIL
 
 
-def forgotten_person() -> tuple[PoolHarness, str]:
+@dataclass
+class Forgotten:
+    h: PoolHarness
+    person: str
+    forget: Claim  # A forgets its own person
+    segments: dict[str, list[str]]  # install -> the segments it opened before the forget
+
+
+def forgotten() -> Forgotten:
     h = PoolHarness()
-    h.install("A", 1_000)
-    h.install("B", 1_000)
-    person = h.person_id(h.personalize("A", 2_000, "u1", ["a@x.com"], ["+385912345678"]))
-    h.personalize("B", 2_500, None, ["a@x.com"])
+    opened = [h.install("A", 1_000), h.install("B", 1_000)]
+    first = h.personalize("A", 2_000, "u1", ["a@x.com"], ["+385912345678"])
+    opened += [first, h.personalize("B", 2_500, None, ["a@x.com"])]
     h.update("A", 3_000, attributes={"firstName": "Ana"}, tags_added=["vip"])
-    h.forget("A", 4_000)
-    return h, person
+    forget = h.forget("A", 4_000)
+    segments: dict[str, list[str]] = {}
+    for claim in opened:
+        segments.setdefault(claim.push_registration_id, []).append(claim.segment)
+    return Forgotten(h, h.person_id(first), forget, segments)
+
+
+def forgotten_person() -> tuple[PoolHarness, str]:
+    f = forgotten()
+    return f.h, f.person
 
 
 def test_forget_erases_the_person_everywhere() -> None:
@@ -36,32 +54,53 @@ def test_forget_erases_the_person_everywhere() -> None:
     assert all(person not in key for key, _ in state["pool_profiles"])
 
 
-def test_forget_tells_every_install_of_the_person() -> None:
-    h, person = forgotten_person()
-    forgotten = {(d.push_registration_id, d.profile_id) for d in h.last_decisions if d.forgotten}
-    assert forgotten == {("A", person), ("B", person)}
+def fresh(prid: str, forget: Claim) -> str:
+    """The fresh anonymous profile a forget gives an install of the erased person."""
+    assert forget.event is not None
+    return anonymous_profile_id(PushRegistrationId(prid), forget.event.event_id)
 
 
-def test_the_forgetting_install_starts_a_fresh_anonymous_profile() -> None:
-    h, _ = forgotten_person()
-    claim = h.installs["A"]
-    assert h.profile_of("A") == claim.anonymous
-    assert h.change_types(claim.anonymous, last=True) == ["created", "install_linked"]
-    # B was told its person is forgotten; its next claim opens a fresh segment.
-    assert h.profile_of("B") == ""
-    fresh = h.fresh_segment("B", 5_000)
-    assert h.profile_of("B") == fresh.anonymous_profile
-    assert h.change_types(fresh.anonymous_profile, last=True) == ["created", "install_linked"]
+def test_forget_moves_every_install_of_the_person_to_a_fresh_anonymous_profile() -> None:
+    f = forgotten()
+    h, person, forget = f.h, f.person, f.forget
+    decided = {
+        (d.push_registration_id, d.segment): (d.profile_id, d.forgotten) for d in h.last_decisions
+    }
+    fresh_a, fresh_b = fresh("A", forget), fresh("B", forget)
+    # The current segments (A's person segment, B's) go to the installs' fresh profiles; the
+    # older ones (the anonymous periods merged into the person) keep the erased id.
+    assert {k: v for k, v in decided.items() if v[1]} == {
+        ("A", f.segments["A"][0]): (person, True),
+        ("A", f.segments["A"][1]): (fresh_a, True),
+        ("B", f.segments["B"][0]): (person, True),
+        ("B", f.segments["B"][1]): (fresh_b, True),
+    }
+    # A's own forget opened a fresh segment: the same fresh profile, not forgotten.
+    assert decided[("A", forget.segment)] == (fresh_a, False)
+    assert h.profile_of("A") == fresh_a == forget.anonymous_profile
+    assert h.profile_of("B") == fresh_b
+    for pid, prid in ((fresh_a, "A"), (fresh_b, "B")):
+        assert h.change_types(pid, last=True) == ["created", "install_linked"]
+        snapshot = h.snapshot(pid)
+        assert snapshot is not None and snapshot["kind"] == "anonymous"
+        assert [i["pushRegistrationId"] for i in snapshot["installs"]] == [prid]
+        assert snapshot["attributes"] == {} and snapshot["tags"] == []
 
 
 def test_forget_by_identity() -> None:
     h = PoolHarness()
     h.install("A", 1_000)
+    h.install("A2", 1_000)
     h.install("ops", 1_000)
     person = h.person_id(h.personalize("A", 2_000, None, ["a@x.com"]))
-    h.forget("ops", 3_000, identity(None, ["A@x.com"]))
+    h.personalize("A2", 2_100, None, ["a@x.com"])
+    forget = h.forget("ops", 3_000, identity(None, ["A@x.com"]))
     assert h.change_types(person, last=True) == ["forgotten"]
-    assert h.profile_of("A") == ""
+    # Both devices move to fresh anonymous profiles named by the forget; `ops` is untouched.
+    assert h.profile_of("A") == fresh("A", forget)
+    assert h.profile_of("A2") == fresh("A2", forget)
+    assert fresh("A", forget) != fresh("A2", forget)
+    assert h.profile_of("ops") == h.installs["ops"].anonymous
 
 
 def test_forget_of_nobody_goes_to_the_dead_letter() -> None:
@@ -78,13 +117,37 @@ def test_a_later_login_creates_a_new_person() -> None:
 
 
 def test_a_late_claim_stamped_before_the_forget_does_not_resurrect() -> None:
-    h, _ = forgotten_person()
+    f = forgotten()
+    h, forget = f.h, f.forget
     h.install("C", 1_000)
     # Stamped before the forget, arriving after it.
     h.personalize("C", 3_500, None, ["a@x.com"])
     assert h.persons() == []
     assert h.owner(EMAIL, "a@x.com") is None
-    assert h.profile_of("C") == ""  # it was linked to the person, then forgotten with it
+    # It was linked to the person, then forgotten with it: a fresh profile, as for A and B.
+    assert h.profile_of("C") == fresh("C", forget)
+    assert h.profile_of("B") == fresh("B", forget)
+
+
+def test_a_late_claim_gives_the_same_state_as_in_order() -> None:
+    maker = ClaimMaker()
+    claims = [
+        maker.install("A", 1_000),
+        maker.install("B", 1_000),
+        maker.install("C", 1_000),
+        maker.personalize("A", 2_000, "u1", ["a@x.com"]),
+        maker.personalize("B", 2_500, None, ["a@x.com"]),
+        maker.personalize("C", 3_500, None, ["a@x.com"]),
+        maker.forget("A", 4_000),
+        maker.update("B", 4_500, attributes={"city": "Split"}),
+    ]
+    in_order = PoolHarness()
+    for claim in claims:
+        in_order.apply(claim)
+    late = PoolHarness()
+    for claim in [*claims[:5], *claims[6:], claims[5]]:  # C's personalize arrives last
+        late.apply(claim)
+    assert late.logical_state() == in_order.logical_state()
 
 
 def test_a_rebuild_with_the_forget_register_skips_earlier_claims() -> None:
@@ -112,11 +175,15 @@ def test_a_rebuild_with_the_forget_register_skips_earlier_claims() -> None:
     assert rebuild.logical_state()["pool_identities"] == []
 
 
-def test_a_forgotten_install_stays_unlinked_until_it_opens_a_fresh_segment() -> None:
-    h, _ = forgotten_person()
-    h.update("B", 4_500, attributes={"city": "Split"})  # still in the forgotten segment
-    assert h.profile_of("B") == ""
-    assert h.last_outputs == ()
+def test_later_claims_of_another_install_go_to_its_fresh_profile() -> None:
+    f = forgotten()
+    h = f.h
+    h.update("B", 4_500, attributes={"city": "Split"})  # B's segment, after the forget
+    pid = fresh("B", f.forget)
+    assert h.profile_of("B") == pid
+    assert h.change_types(pid, last=True) == ["attributes_changed"]
+    snapshot = h.snapshot(pid)
+    assert snapshot is not None and snapshot["attributes"] == {"city": "Split"}
 
 
 def test_forget_with_only_unusable_identities_goes_to_the_dead_letter() -> None:
