@@ -289,6 +289,8 @@ async def test_lookups_token_metrics_cli_tail_and_logs(
     topo.stop_all()
     logs = "".join(proc.log_text() for proc in topo.workers) + tail + shown.stdout
     assert "identity rejected" in logs or not rejected
+    assert "worker started" in logs and "'http_token': '***'" in logs
+    assert TOKEN not in logs
     leaked = sorted(v for v in raw if v in logs)
     assert not leaked, f"raw identities in the logs: {leaked[:5]}"
 

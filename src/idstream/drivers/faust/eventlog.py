@@ -1,4 +1,5 @@
-"""One log line per event of note (dead letters, merges, rejected identities, forgets).
+"""One log line per event of note (worker start, dead letters, merges, rejected identities,
+forgets).
 
 Driver layer. Lines name reasons, profile ids and record positions; identity values appear
 only masked (the change events already carry them masked), never raw.
@@ -10,8 +11,23 @@ import logging
 from typing import Any
 
 from idstream.domain.messages import OutputTopic, StageResult
+from idstream.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+def log_start(app: Any, settings: Settings) -> None:
+    """Log the settings (secrets as '***') once the worker runs and its logging is set up."""
+
+    async def worker_started() -> None:
+        logger.info(
+            "worker started http=%s:%s settings=%s",
+            settings.http_host,
+            settings.http_port,
+            settings.redacted(),
+        )
+
+    app.task(worker_started)
 
 
 def log_result(result: StageResult) -> None:

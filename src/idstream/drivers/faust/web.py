@@ -26,6 +26,7 @@ from idstream.domain.install_state import InstallRecord, open_install_tables
 from idstream.domain.install_state import key as install_key
 from idstream.domain.pool import profile_snapshot
 from idstream.domain.pool_state import SEP, open_pool_tables
+from idstream.drivers.faust import eventlog
 from idstream.drivers.faust.metrics import CONTENT_TYPE, Metrics, consumer_lag
 from idstream.drivers.faust.reader import PartitionReader
 from idstream.errors import ConfigurationError
@@ -297,7 +298,9 @@ class Api:
 def install_api(
     app: Any, settings: Settings, metrics: Metrics, install_state: Any, pool_state: Any
 ) -> Api:
-    """Mount the lookups and /metrics on `app` (its web server is configured by web_options)."""
+    """Mount the lookups and /metrics on `app` (its web server is configured by web_options);
+    the worker logs its settings when it starts."""
     api = Api(app, settings, metrics, install_state, pool_state)
     api.register()
+    eventlog.log_start(app, settings)
     return api
