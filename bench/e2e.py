@@ -55,6 +55,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latency-seconds", type=float, default=20.0, help="paced producing per run (20 s)"
     )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the workers, e.g. PRODUCER_LINGER=0.02 (Faust settings)",
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=None,
+        help="latency only, paced at this rate/s (skips the throughput and ceiling runs)",
+    )
     parser.add_argument("--no-latency", action="store_true", help="skip the latency part")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the ceiling runs")
     parser.add_argument(
@@ -68,7 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Deployment:
     """One idstream deployment: settings, worker processes and their logs."""
 
-    def __init__(self, bootstrap: str, source: str, partitions: int, root: Path) -> None:
+    def __init__(
+        self, bootstrap: str, source: str, partitions: int, root: Path, extra: list[str]
+    ) -> None:
         tag = uuid.uuid4().hex[:8]
         self.root = root / tag
         self.root.mkdir(parents=True)
@@ -79,6 +94,7 @@ class Deployment:
             "IDSTREAM_PARTITIONS": str(partitions),
             "IDSTREAM_TOPICS__EVENTS": source,
         }
+        self.extra = dict(item.split("=", 1) for item in extra)
         for role in _ROLES:
             name = role.replace("_", "-")
             self.env[f"IDSTREAM_TOPICS__{role.upper()}"] = f"bench.e2e.{tag}.{name}"
@@ -97,6 +113,7 @@ class Deployment:
             env = {
                 **base,
                 **self.env,
+                **self.extra,
                 "IDSTREAM_DATA_DIR": str(self.root / f"worker-{i}"),
                 "IDSTREAM_HTTP_PORT": str(free_port()),
             }
@@ -154,6 +171,27 @@ class Deployment:
                 first_zero = None
             await asyncio.sleep(0.25)
 
+    async def produced(self) -> dict[str, int]:
+        """Records the workers wrote: outputs, internal topics, table changelogs."""
+        app_id = self.env["IDSTREAM_APP_ID"]
+        changelogs = [f"{app_id}-{t}-changelog" for t in ("install-state", "pool-state")]
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.env["IDSTREAM_BOOTSTRAP_SERVERS"])
+        await consumer.start()
+        try:
+            tps = [
+                TopicPartition(t, p)
+                for t in [*self.topics(), *changelogs]
+                for p in range(self.partitions)
+            ]
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        counts: dict[str, int] = {}
+        for tp, end in ends.items():
+            kind = "changelog" if tp.topic in changelogs else tp.topic.rsplit(".", 1)[1]
+            counts[kind] = counts.get(kind, 0) + end
+        return counts
+
     def cpu_seconds(self) -> float:
         """User + system CPU time of the live workers so far (all their threads)."""
         tick = os.sysconf("SC_CLK_TCK")
@@ -182,7 +220,7 @@ class Deployment:
 async def _throughput(
     bootstrap: str, source: str, args: argparse.Namespace, workers: int, root: Path, profile: bool
 ) -> Sample:
-    dep = Deployment(bootstrap, source, args.partitions, root)
+    dep = Deployment(bootstrap, source, args.partitions, root, args.worker_env)
     spy: subprocess.Popen[bytes] | None = None
     try:
         await dep.create_topics()
@@ -208,6 +246,7 @@ async def _throughput(
         ready = await dep.wait_ready(1)
         done = await dep.wait_committed()
         cpu = dep.cpu_seconds()
+        produced = await dep.produced()
         return Sample(
             args.events,
             done - started,
@@ -216,6 +255,8 @@ async def _throughput(
                 "start-up s": round(ready - started, 1),
                 "after start-up /s": round(args.events / (done - ready)),
                 "worker CPU s": round(cpu, 1),
+                "records written per input": round(sum(produced.values()) / args.events, 1),
+                "changelog records per input": round(produced["changelog"] / args.events, 1),
             },
         )
     finally:
@@ -235,9 +276,9 @@ async def _latency(
     tag = uuid.uuid4().hex[:8]
     source = f"bench.e2e.lat.{tag}"
     await _create_topics(bootstrap, [source], args.partitions)
-    dep = Deployment(bootstrap, source, args.partitions, root)
-    paced = max(1000, int(rate * args.latency_seconds))
-    warm = 500
+    dep = Deployment(bootstrap, source, args.partitions, root, args.worker_env)
+    paced = max(100, int(rate * args.latency_seconds))
+    warm = 50
     records = list(Traffic(TrafficConfig(events=warm + paced, users=max(1000, paced // 100))))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **_PRODUCER)
     sent: dict[str, int] = {}
@@ -267,7 +308,9 @@ async def _latency(
         await producer.flush()
         produced_for = time.perf_counter() - started
         await dep.wait_committed()
-        lat = await _output_latencies(bootstrap, dep.env["IDSTREAM_TOPICS__RESOLVED_EVENTS"], sent)
+        lat = await _output_latencies(
+            bootstrap, dep.env["IDSTREAM_TOPICS__RESOLVED_EVENTS"], args.partitions, sent
+        )
     finally:
         await producer.stop()
         dep.stop()
@@ -288,19 +331,19 @@ def _pct(values: list[int], q: float) -> int | None:
     return values[min(len(values) - 1, int(q * len(values)))] if values else None
 
 
-async def _output_latencies(bootstrap: str, topic: str, sent: dict[str, int]) -> list[int]:
+async def _output_latencies(
+    bootstrap: str, topic: str, partitions: int, sent: dict[str, int]
+) -> list[int]:
     """First resolved-event record per input event id: output timestamp - input timestamp."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()  # fetches metadata for every topic
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         seen: dict[str, int] = {}
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for records in batches.values():
                 for rec in records:
@@ -323,9 +366,10 @@ async def _measure(bootstrap: str, args: argparse.Namespace, report: Report) -> 
     with tempfile.TemporaryDirectory(prefix="idstream-bench-e2e-") as tmp:
         root = Path(tmp)
         try:
-            produced = await fill(bootstrap, source, args.events)
-            report.notes.append(f"pre-producing the input ran at {produced.rate:,.0f} events/s")
-            for run in range(args.runs):
+            if args.latency_rate is None:
+                produced = await fill(bootstrap, source, args.events)
+                report.notes.append(f"pre-producing the input ran at {produced.rate:,.0f}/s")
+            for run in range(0 if args.latency_rate is not None else args.runs):
                 # Interleaved, so a change in the host's load hits every variant alike.
                 for w in counts:
                     sample = await _throughput(bootstrap, source, args, w, root, run == 0)
@@ -336,9 +380,13 @@ async def _measure(bootstrap: str, args: argparse.Namespace, report: Report) -> 
                     c = await pipe(bootstrap, source, sinks[run], args.partitions, args.events)
                     ceiling.append(c)
                     print(f"  ceiling: {c.rate:,.0f}/s", flush=True)
-            if not args.no_latency and 1 in by_workers:
-                steady = statistics.median(
-                    float(s.extra["after start-up /s"]) for s in by_workers[1]
+            if args.latency_rate is not None or (not args.no_latency and 1 in by_workers):
+                steady = (
+                    args.latency_rate / args.latency_share
+                    if args.latency_rate is not None
+                    else statistics.median(
+                        float(s.extra["after start-up /s"]) for s in by_workers[1]
+                    )
                 )
                 rate = steady * args.latency_share
                 lats = []
@@ -352,6 +400,8 @@ async def _measure(bootstrap: str, args: argparse.Namespace, report: Report) -> 
             with contextlib.suppress(Exception):
                 await _delete_topics(bootstrap, [source, *sinks])
     for w, samples in by_workers.items():
+        if not samples:
+            continue
         report.notes.append(_rate_note(f"{w} worker(s), spawn to all committed", samples))
         after = [float(s.extra["after start-up /s"]) for s in samples]
         report.notes.append(
@@ -363,6 +413,8 @@ async def _measure(bootstrap: str, args: argparse.Namespace, report: Report) -> 
         report.notes.append(_rate_note("ceiling (raw aiokafka, same input)", ceiling))
         top = statistics.median(c.rate for c in ceiling)
         for w, samples in by_workers.items():
+            if not samples:
+                continue
             ratio = statistics.median(s.rate for s in samples) / top
             report.notes.append(f"{w} worker(s) / ceiling = {ratio:.3f} (medians)")
 
@@ -398,6 +450,7 @@ def run(args: argparse.Namespace) -> Report:
             "partitions": args.partitions,
             "workers": args.workers,
             "producer": _PRODUCER,
+            "worker_env": args.worker_env,
         },
     )
     with broker() as bootstrap:
