@@ -7,7 +7,7 @@ consumer group spreads the partitions over them.
 from __future__ import annotations
 
 import argparse
-import logging
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +25,10 @@ def run(args: argparse.Namespace) -> int:
     from idstream.settings import load_settings
 
     settings = load_settings(args.settings)
+    # Faust creates only the last level of its data dir.
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
     app = create_app(settings)
-    logging.getLogger(__name__).info("settings: %s", settings.redacted())
     worker = Worker(app, loglevel=args.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0

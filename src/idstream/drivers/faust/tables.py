@@ -1,18 +1,24 @@
 """StateTable over a Faust table backed by RocksDB (rocksdict): the Kafka driver's state.
 
 Driver layer. Each stage keeps all its logical tables in ONE Faust table (one changelog topic,
-one RocksDB per partition); a logical table is a key prefix `name\\x00`. Writes go through
-Faust, so each one reaches the partition's RocksDB and the changelog of the partition of the
-event being processed. Ordered scans read the partition's RocksDB directly (Faust offers no
-ordered iteration), which sees every write at once because Faust writes through to RocksDB.
+one RocksDB per partition); a logical table is a key prefix `name\\x00`, the layout of
+storage/rocks.py.
+
+Writes are held per batch: reads and scans see them at once, and `FaustTableFactory.flush`
+writes each changed key once, through Faust, at the end of the batch. So a key written by many
+events of a batch (an install's record, the pool's log tail) costs one RocksDB write and one
+changelog record per batch, not one per event. A crash before the flush loses the batch's
+writes together with its uncommitted offsets, so the batch is simply processed again.
+Ordered scans read the partition's RocksDB directly (Faust offers no ordered iteration).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from faust.streams import current_event
+from faust.streams import _current_event, current_event
 
 from idstream.domain.ports import StateTable
 from idstream.storage.codec import ValueCodec
@@ -24,47 +30,87 @@ V = TypeVar("V")
 _AFTER = b"\xff"
 
 
+class _Deleted:
+    """Marks a key deleted in the batch."""
+
+
+DELETED = _Deleted()
+
+
 class FaustStateTable(Generic[V]):
     """One logical table inside a Faust table (raw keys and values)."""
 
     def __init__(self, table: Any, name: str, value_type: type[V]) -> None:
         self._table = table
-        # Same key layout and value codec as RocksStore, so one digest reads both.
         self._prefix = table_prefix(name)
         codec = ValueCodec(value_type)
         self._encode = codec.encode
         self._decode = codec.decode
+        # full key -> (partition, value or DELETED), written at the end of the batch.
+        self._pending: dict[bytes, tuple[int, Any]] = {}
 
     def get(self, key: str) -> V | None:
-        raw = self._table.get(self._prefix + key.encode("utf-8"))
+        full = self._prefix + key.encode("utf-8")
+        held = self._pending.get(full)
+        if held is not None:
+            value = held[1]
+            return None if value is DELETED else value
+        raw = self._table.get(full)
         return None if raw is None else self._decode(raw)
 
     def put(self, key: str, value: V) -> None:
-        self._table[self._prefix + key.encode("utf-8")] = self._encode(value)
+        self._pending[self._prefix + key.encode("utf-8")] = (_partition(), value)
 
     def delete(self, key: str) -> None:
-        full = self._prefix + key.encode("utf-8")
-        if self._table.get(full) is not None:
-            del self._table[full]
+        self._pending[self._prefix + key.encode("utf-8")] = (_partition(), DELETED)
 
     def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
         start = self._prefix + prefix.encode("utf-8")
-        skip = len(self._prefix)
-        db = self._partition_db()
-        if reverse:
-            items = db.items(backwards=True, from_key=start + _AFTER)
-        else:
-            items = db.items(from_key=start)
+        partition = _partition()
+        merged: dict[bytes, Any] = {}
+        db = self._table.data._db_for_partition(partition)
+        items = (
+            db.items(backwards=True, from_key=start + _AFTER)
+            if reverse
+            else db.items(from_key=start)
+        )
         for raw_key, raw_value in items:
             if not raw_key.startswith(start):
                 break
-            yield raw_key[skip:].decode("utf-8"), self._decode(raw_value)
+            merged[raw_key] = raw_value
+        for full, (part, value) in self._pending.items():
+            if part == partition and full.startswith(start):
+                merged[full] = value
+        skip = len(self._prefix)
+        # A snapshot, so the caller may write while it iterates (as DictTable allows).
+        for full in sorted(merged, reverse=reverse):
+            value = merged[full]
+            if value is DELETED:
+                continue
+            decoded = self._decode(value) if isinstance(value, bytes) else value
+            yield full[skip:].decode("utf-8"), decoded
 
-    def _partition_db(self) -> Any:
-        event = current_event()
-        if event is None:
-            raise RuntimeError("a stage table was scanned outside of an event")
-        return self._table.data._db_for_partition(event.message.partition)
+    def flush(self, events: Mapping[int, Any]) -> int:
+        """Write the held changes through Faust; `events` maps partition -> an event of it."""
+        written = 0
+        for full, (partition, value) in self._pending.items():
+            # Faust sends the changelog record to the current event's partition.
+            _current_event.set(weakref.ref(events[partition]))
+            if value is DELETED:
+                del self._table[full]
+            else:
+                self._table[full] = self._encode(value)
+            written += 1
+        self._pending.clear()
+        return written
+
+
+def _partition() -> int:
+    event = current_event()
+    if event is None:
+        raise RuntimeError("a stage table was used outside of an event")
+    partition: int = event.message.partition
+    return partition
 
 
 class FaustTableFactory:
@@ -72,6 +118,13 @@ class FaustTableFactory:
 
     def __init__(self, table: Any) -> None:
         self._table = table
+        self._tables: list[FaustStateTable[Any]] = []
 
     def __call__(self, name: str, value_type: type[V]) -> StateTable[V]:
-        return FaustStateTable(self._table, name, value_type)
+        table = FaustStateTable(self._table, name, value_type)
+        self._tables.append(table)
+        return table
+
+    def flush(self, events: Mapping[int, Any]) -> int:
+        """End of a batch: write every held change; returns how many keys were written."""
+        return sum(table.flush(events) for table in self._tables)
