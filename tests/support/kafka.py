@@ -31,11 +31,12 @@ async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int =
 
 async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
     """Send (key, value) records in order and wait until all are acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
-        for key, value in records:
-            await producer.send_and_wait(topic, value, key=key)
+        # One producer keeps the order per partition; waiting only at the end batches sends.
+        pending = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*pending)
     finally:
         await producer.stop()
 
@@ -140,3 +141,28 @@ class TopicReader:
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) now in `topic`, partition by partition, in offset order."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[tuple[bytes | None, bytes | None]] = []
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                out.extend((m.key, m.value) for m in batch.get(tp, []))
+        return out
+    finally:
+        await consumer.stop()

@@ -6,14 +6,15 @@ worker. It waits on conditions (offsets committed) with deadlines, never on fixe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from idstream.devbroker import free_port
 from idstream.digest import RESOLVER_DIGEST_EXCLUDED, RESOLVER_TABLE_TYPES, state_digest
-from idstream.storage.partitions import load_tables, partition_dbs
-from tests.support.kafka import all_committed, create_topics, produce
+from idstream.storage.partitions import latest_partition_dbs, load_tables, partition_dbs
+from tests.support.kafka import all_committed, create_topics, produce, read_all
 from tests.support.names import UniqueNames
 from tests.support.processes import ManagedProcess, ProcessPool
 from tests.support.waiting import wait_for
@@ -29,13 +30,19 @@ class Topology:
     processes: ProcessPool
     root: Path
     partitions: int = 6
+    app_role: str = "app"
+    # Another deployment whose input topic this one reads too.
+    shared: Topology | None = None
     workers: list[ManagedProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.app_id = self.names.app_id()
-        t = self.names.topic
+        self.app_id = self.names.app_id(self.app_role)
+
+        def t(role: str) -> str:
+            return self.names.topic(f"{self.app_role}.{role}")
+
         self.topics = {
-            "events": t("events"),
+            "events": self.shared.topics["events"] if self.shared else t("events"),
             "resolved_events": t("resolved"),
             "profile_changes": t("changes"),
             "profiles": t("profiles"),
@@ -76,8 +83,20 @@ class Topology:
             assert proc.is_running(), f"worker exited {proc.returncode}:\n{proc.log_tail()}"
         return proc
 
-    async def send(self, records: Sequence[tuple[bytes, bytes]]) -> None:
-        await produce(self.bootstrap, self.topics["events"], records)
+    async def send(self, records: Sequence[tuple[bytes, bytes]], rate: float = 0) -> None:
+        """Produce the records, all at once or `rate` per second (as live producers would)."""
+        if rate <= 0:
+            await produce(self.bootstrap, self.topics["events"], records)
+            return
+        step = max(1, int(rate / 10))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for i in range(0, len(records), step):
+            await produce(self.bootstrap, self.topics["events"], records[i : i + step])
+            # Pace by the clock of the test, never by sleeping a fixed time per record.
+            ahead = started + (i + step) / rate - loop.time()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
 
     async def all_done(self) -> bool:
         """Every input, claim and decision record committed by the group, twice in a row
@@ -104,9 +123,21 @@ class Topology:
         for proc in self.workers:
             proc.stop(60)
 
+    async def read(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+        """Every record now in `topic`, partition by partition."""
+        return await read_all(self.bootstrap, topic)
+
+    def partition_owners(self) -> set[str]:
+        """Names of workers whose data dir holds stage partitions."""
+        return {
+            proc.name
+            for proc in self.workers
+            if partition_dbs(self.data_dir(int(proc.name.split("-")[1])), STAGE_TABLES)
+        }
+
     def digest(self) -> str:
         """Digest of the union of all workers' RocksDB partitions (workers stopped)."""
-        dbs = partition_dbs(self.root, STAGE_TABLES)
+        dbs = latest_partition_dbs(self.root, STAGE_TABLES)
         assert dbs, f"no RocksDB partitions under {self.root}"
         tables = load_tables(dbs, RESOLVER_TABLE_TYPES)
         return state_digest(tables, RESOLVER_DIGEST_EXCLUDED)

@@ -19,6 +19,9 @@ from idstream.storage.codec import ValueCodec
 from idstream.storage.layout import SEPARATOR
 from idstream.storage.memory import DictTable
 
+# Faust records in each partition DB the last changelog offset it holds.
+FAUST_OFFSET_KEY = b"__faust\x00offset__"
+
 
 def partition_dbs(data_dir: Path, table_names: Iterable[str]) -> list[Path]:
     """Every `<table>-<partition>.db` directory under a Faust data dir, in a stable order."""
@@ -28,6 +31,37 @@ def partition_dbs(data_dir: Path, table_names: Iterable[str]) -> list[Path]:
     return sorted(found)
 
 
+def _persisted_offset(path: Path) -> int:
+    db = _open(path)
+    try:
+        raw = db.get(FAUST_OFFSET_KEY)
+    finally:
+        db.close()
+    return -1 if raw is None else int(raw)
+
+
+def latest_partition_dbs(data_dir: Path, table_names: Iterable[str]) -> list[Path]:
+    """One DB per (table, partition): the one holding the newest changelog offset.
+
+    Several workers' data dirs may hold the same partition: a worker keeps the files of a
+    partition it lost in a rebalance. The newest owner restored the changelog before it went
+    on, so its DB holds the largest offset and everything the older copies hold.
+    """
+    best: dict[str, tuple[int, Path]] = {}
+    for path in partition_dbs(data_dir, table_names):
+        offset = _persisted_offset(path)
+        if path.name not in best or offset > best[path.name][0]:
+            best[path.name] = (offset, path)
+    return sorted(path for _, path in best.values())
+
+
+def _open(path: Path) -> Rdict:
+    try:
+        return Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
+    except Exception as exc:  # rocksdict raises plain Exception (missing, locked)
+        raise ConfigurationError(f"cannot read {path}: {exc}") from exc
+
+
 def load_tables(
     db_paths: Iterable[Path], table_types: Mapping[str, type]
 ) -> dict[str, DictTable[Any]]:
@@ -35,10 +69,7 @@ def load_tables(
     tables: dict[str, DictTable[Any]] = {name: DictTable(t) for name, t in table_types.items()}
     codecs: dict[str, ValueCodec[Any]] = {name: ValueCodec(t) for name, t in table_types.items()}
     for path in db_paths:
-        try:
-            db = Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
-        except Exception as exc:  # rocksdict raises plain Exception (missing, locked)
-            raise ConfigurationError(f"cannot read {path}: {exc}") from exc
+        db = _open(path)
         try:
             for raw_key, raw_value in db.items():
                 assert isinstance(raw_key, bytes) and isinstance(raw_value, bytes)
