@@ -15,16 +15,11 @@ import orjson
 from idstream.codecs.decoder import Rejection
 from idstream.domain.events import (
     AnyEvent,
-    Custom,
-    Forget,
-    Install,
     InstallUpdate,
-    Personalize,
-    PersonAttributes,
     PersonUpdate,
     RecordMeta,
-    UserIdentity,
 )
+from idstream.domain.install_state import event_wire
 
 
 def _default(value: Any) -> Any:
@@ -65,76 +60,25 @@ def dead_letter_record(raw: bytes, meta: RecordMeta, rejection: Rejection) -> di
     }
 
 
-def _identity(identity: UserIdentity) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if identity.external_user_id is not None:
-        out["externalUserId"] = identity.external_user_id
-    if identity.emails:
-        out["emails"] = list(identity.emails)
-    if identity.phones:
-        out["phones"] = list(identity.phones)
-    return out
-
-
-def _attributes(attributes: PersonAttributes) -> dict[str, Any]:
-    out: dict[str, Any] = dict(attributes.standard)
-    if attributes.custom:
-        out["customAttributes"] = dict(attributes.custom)
-    return out
-
-
 _COMMON_FIELDS = 5
 
 
 def event_to_wire(event: AnyEvent) -> dict[str, Any]:
-    """The event in its wire shape (camelCase, timestamp in ms): what decode() reads back."""
-    out: dict[str, Any] = {
-        "eventId": event.event_id,
-        "type": event.type.value,
-        "timestamp": event.timestamp,
-        "appCode": event.app_code,
-        "pushRegistrationId": event.push_registration_id,
-        **event.standard_properties,
-    }
-    if isinstance(event, Install | InstallUpdate) and event.system_data:
-        out["systemData"] = dict(event.system_data)
-    if isinstance(event, InstallUpdate):
-        if event.custom_attributes:
-            out["customAttributes"] = dict(event.custom_attributes)
-        if event.primary_device is not None:
-            out["primaryDevice"] = event.primary_device
-        if not (event.system_data or event.custom_attributes or "primaryDevice" in out):
-            # The wire wants one of the three; an update that changes nothing still decodes.
-            out["customAttributes"] = {}
-    elif isinstance(event, Personalize):
-        out["userIdentity"] = _identity(event.user_identity)
-        if not event.user_attributes.is_empty():
-            out["userAttributes"] = _attributes(event.user_attributes)
-        out["forceDepersonalize"] = event.force_depersonalize
-    elif isinstance(event, PersonUpdate):
-        if not event.attributes.is_empty():
-            out["attributes"] = _attributes(event.attributes)
-        if event.tags_added:
-            out["tagsAdded"] = list(event.tags_added)
-        if event.tags_removed:
-            out["tagsRemoved"] = list(event.tags_removed)
-        if not event.identities_added.is_empty():
-            out["identitiesAdded"] = _identity(event.identities_added)
-        if not event.identities_removed.is_empty():
-            out["identitiesRemoved"] = _identity(event.identities_removed)
-        if event.identities_replaced:
-            out["identitiesReplaced"] = [
-                {"kind": r.kind.value, "old": r.old, "new": r.new}
-                for r in event.identities_replaced
-            ]
-        if len(out) == _COMMON_FIELDS + len(event.standard_properties):
-            out["tagsAdded"] = []  # as above: the wire wants at least one field
-    elif isinstance(event, Custom):
-        out["definitionId"] = event.definition_id
-        if event.properties:
-            out["properties"] = dict(event.properties)
-    elif isinstance(event, Forget) and event.user_identity is not None:
-        out["userIdentity"] = _identity(event.user_identity)
+    """The event in its wire shape (camelCase, timestamp in ms): what decode() reads back.
+
+    The domain's `event_wire` (which resolved events use) plus what the input schema needs
+    so that any event value decodes again.
+    """
+    out = event_wire(event)
+    if isinstance(event, InstallUpdate) and not (
+        event.system_data or event.custom_attributes or event.primary_device is not None
+    ):
+        # The wire wants one of the three; an update that changes nothing still decodes.
+        out["customAttributes"] = {}
+    elif isinstance(event, PersonUpdate) and len(out) == _COMMON_FIELDS + len(
+        event.standard_properties
+    ):
+        out["tagsAdded"] = []  # as above: the wire wants at least one field
     return out
 
 

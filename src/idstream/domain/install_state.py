@@ -209,8 +209,8 @@ def _attributes(attributes: PersonAttributes) -> dict[str, Any]:
 
 
 def event_wire(event: AnyEvent) -> dict[str, Any]:
-    """The event in its wire shape (camelCase); the same as codecs.event_to_wire (a test
-    keeps them equal: the domain may not import codecs)."""
+    """The event in its wire shape (camelCase), as resolved events carry it; codecs'
+    `event_to_wire` builds on it."""
     out: dict[str, Any] = {
         "eventId": event.event_id,
         "type": event.type.value,

@@ -136,22 +136,20 @@ def create_app(settings: Settings) -> faust.App:
         OutputTopic.DEAD_LETTER: topic(topics.dead_letter),
     }
     options = RocksDBOptions()
-    install_state = app.Table(
-        "install-state",
-        default=None,
-        partitions=partitions,
-        key_type=bytes,
-        value_type=bytes,
-        options=options.to_table_options(),
-    )
-    pool_state = app.Table(
-        "pool-state",
-        default=None,
-        partitions=partitions,
-        key_type=bytes,
-        value_type=bytes,
-        options=options.to_table_options(),
-    )
+
+    def table(name: str) -> Any:
+        # A fresh options mapping per table: faust pops keys from it.
+        return app.Table(
+            name,
+            default=None,
+            partitions=partitions,
+            key_type=bytes,
+            value_type=bytes,
+            options=options.to_table_options(),
+        )
+
+    install_state = table("install-state")
+    pool_state = table("pool-state")
     install_store = FaustTableFactory(install_state)
     pool_store = FaustTableFactory(pool_state)
     install_tables = open_install_tables(install_store)
