@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -205,4 +206,80 @@ async def test_bad_records_go_to_the_dead_letter_and_the_rest_is_processed(
     assert topology.digest() == expected
     assert sum((await end_offsets(kafka_bootstrap, topology.topics["events"])).values()) == len(
         records
+    )
+
+
+def latest_profiles(records: list[tuple[str, dict[str, Any] | None]]) -> dict[str, Any]:
+    """Last snapshot per profile id (None: tombstone), without `version`, which counts
+    emissions and so may differ between arrival orders."""
+    latest: dict[str, Any] = {}
+    for key, value in records:
+        latest[key] = None if value is None else {k: v for k, v in value.items() if k != "version"}
+    return {k: v for k, v in latest.items() if v is not None}
+
+
+def final_profiles(
+    resolved: list[tuple[str, Any]], changes: list[tuple[str, Any]]
+) -> set[tuple[str, str, bool]]:
+    """(eventId, profile, forgotten?) with each profile followed through the `merged` changes."""
+    survivor = {
+        v["loser"]: v["survivor"] for _, v in changes if v is not None and v["type"] == "merged"
+    }
+    forgotten = {k for k, v in changes if v is not None and v["type"] == "forgotten"}
+
+    def follow(pid: str) -> str:
+        seen = set()
+        while pid in survivor and pid not in seen:
+            seen.add(pid)
+            pid = survivor[pid]
+        return pid
+
+    return {
+        (v["eventId"], follow(v["profileId"]), follow(v["profileId"]) in forgotten)
+        for _, v in resolved
+        if v is not None
+    }
+
+
+async def test_outputs_read_back_match_the_in_process_driver(
+    kafka_bootstrap: str, names: UniqueNames, processes: ProcessPool, tmp_path: Path
+) -> None:
+    records = history(seed=14, events=3_000, malformed_share=0.02)
+    _, sink = local_run(records)
+    topology = Topology(kafka_bootstrap, names, processes, tmp_path)
+    await topology.create_input()
+    await topology.start(0)
+    await topology.send(records)
+    await topology.wait_done()
+    topology.stop_all()
+
+    def decoded(raw: list[tuple[bytes | None, bytes | None]]) -> list[tuple[str, Any]]:
+        return [((k or b"").decode(), None if v is None else orjson.loads(v)) for k, v in raw]
+
+    profiles = decoded(await topology.read(topology.topics["profiles"]))
+    expected_profiles = [(o.key, o.value) for o in sink[OutputTopic.PROFILES]]
+    assert latest_profiles(profiles) == latest_profiles(expected_profiles)
+
+    # A resolved event names the profile its install had when it was processed; a later merge
+    # moves it, and the `merged` change tells consumers where. Followed through the merges,
+    # every event ends on the same profile whichever driver ran it.
+    changes = decoded(await topology.read(topology.topics["profile_changes"]))
+    resolved = decoded(await topology.read(topology.topics["resolved_events"]))
+    got = final_profiles(resolved, changes)
+    want = final_profiles(
+        [(o.key, o.value) for o in sink[OutputTopic.RESOLVED_EVENTS]],
+        [(o.key, o.value) for o in sink[OutputTopic.PROFILE_CHANGES]],
+    )
+    # Left out: events that end on a forgotten profile in either run. A device's event sent
+    # after its person was forgotten from elsewhere, processed before the pool's decision
+    # reaches the device, goes out under the erased id (known limit, docs/install-stage.md).
+    erased = {event for event, _, forgotten in got | want if forgotten}
+    assert {p[:2] for p in got if p[0] not in erased} == {p[:2] for p in want if p[0] not in erased}
+    assert {v["eventId"] for _, v in resolved} == {
+        o.value["eventId"] for o in sink[OutputTopic.RESOLVED_EVENTS]
+    }
+
+    dead = decoded(await topology.read(topology.topics["dead_letter"]))
+    assert sorted((v["originalBase64"], v["reason"]) for _, v in dead) == sorted(
+        (o.value["originalBase64"], o.value["reason"]) for o in sink[OutputTopic.DEAD_LETTER]
     )

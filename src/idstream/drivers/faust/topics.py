@@ -7,10 +7,16 @@ the broker gets the broker's default partition count. So `idstream worker` makes
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    InvalidReplicationFactorError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 
 from idstream.errors import ConfigurationError
 from idstream.settings import Settings
@@ -43,8 +49,30 @@ def admin_client(settings: Settings) -> AIOKafkaAdminClient:
     )
 
 
-async def ensure_topics(settings: Settings, replication_factor: int = 1) -> None:
-    """Create the missing topics with `settings.partitions`; refuse a partition mismatch."""
+async def ensure_topics(
+    settings: Settings, replication_factor: int = 1, *, timeout: float = 60.0
+) -> None:
+    """Create the missing topics with `settings.partitions`; refuse a partition mismatch.
+
+    Retriable broker errors (a broker still electing its controller or leaders, registering
+    itself, a dropped connection) are retried until `timeout`; others are raised at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await _ensure_topics(settings, replication_factor)
+            return
+        except KafkaError as exc:
+            # A KRaft broker that just started answers "0 brokers registered" for a moment.
+            starting = isinstance(exc, InvalidReplicationFactorError)
+            if not (exc.retriable or starting) or loop.time() > deadline:
+                raise
+            logger.warning("creating topics: %r; retrying", exc)
+            await asyncio.sleep(0.5)
+
+
+async def _ensure_topics(settings: Settings, replication_factor: int) -> None:
     wanted = topic_configs(settings)
     admin = admin_client(settings)
     await admin.start()
