@@ -11,20 +11,34 @@ from types import TracebackType
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError, for_code
 
 
 async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) -> None:
     """Create the topics (replication 1); existing ones are left alone."""
+    names = list(topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
     try:
-        response = await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in topics]
-        )
-        for name, code, *rest in response.topic_errors:
-            if code and code != TopicAlreadyExistsError.errno:
+        while True:
+            response = await admin.create_topics(
+                [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
+            )
+            errors = [
+                (name, code, rest)
+                for name, code, *rest in response.topic_errors
+                if code and code != TopicAlreadyExistsError.errno
+            ]
+            # A KRaft broker that just started has "0 brokers registered" for a moment.
+            starting = all(code == InvalidReplicationFactorError.errno for _, code, _ in errors)
+            if errors and starting and loop.time() < deadline:
+                await asyncio.sleep(0.3)
+                continue
+            for name, code, rest in errors:
                 raise for_code(code)(f"cannot create {name}: {rest}")
+            return
     finally:
         await admin.close()
 
