@@ -19,7 +19,7 @@ from idstream.domain.messages import OutputTopic
 from idstream.drivers.local.driver import LocalDriver
 from idstream.drivers.local.sinks import MemorySink
 from idstream.simulate import Traffic, TrafficConfig
-from tests.support.kafka import committed_offsets, end_offsets
+from tests.support.kafka import committed_offsets, create_topics, end_offsets
 from tests.support.names import UniqueNames
 from tests.support.processes import ProcessPool
 from tests.support.topology import Topology
@@ -283,3 +283,14 @@ async def test_outputs_read_back_match_the_in_process_driver(
     assert sorted((v["originalBase64"], v["reason"]) for _, v in dead) == sorted(
         (o.value["originalBase64"], o.value["reason"]) for o in sink[OutputTopic.DEAD_LETTER]
     )
+
+
+async def test_a_worker_refuses_an_input_topic_with_another_partition_count(
+    kafka_bootstrap: str, names: UniqueNames, processes: ProcessPool, tmp_path: Path
+) -> None:
+    topology = Topology(kafka_bootstrap, names, processes, tmp_path)
+    await create_topics(kafka_bootstrap, [topology.topics["events"]], partitions=2)
+    worker = await topology.start(0, wait_ready=False)
+    await wait_for(lambda: not worker.is_running(), 120, message="the worker to refuse")
+    assert worker.returncode != 0
+    assert "has 2 partitions but IDSTREAM_PARTITIONS is 6" in worker.log_text()

@@ -89,17 +89,32 @@ async def _ensure_topics(settings: Settings, replication_factor: int) -> None:
                 if code and code != TopicAlreadyExistsError.errno:
                     raise for_code(code)(f"cannot create topic {name}: {rest}")
             logger.info("created topics %s", ", ".join(t.name for t in missing))
-        described = await admin.describe_topics(sorted(wanted))
-        for topic in described:
-            count = len(topic.get("partitions", ()))
+        counts = await _partition_counts(admin, sorted(wanted))
+        for name, count in counts.items():
             if count != settings.partitions:
                 raise ConfigurationError(
-                    f"topic {topic['topic']} has {count} partitions but IDSTREAM_PARTITIONS is "
+                    f"topic {name} has {count} partitions but IDSTREAM_PARTITIONS is "
                     f"{settings.partitions}: every idstream topic must have the same count "
                     "(co-partitioning); set IDSTREAM_PARTITIONS to match"
                 )
     finally:
         await admin.close()
+
+
+async def _partition_counts(
+    admin: AIOKafkaAdminClient, topics: list[str], timeout: float = 30.0
+) -> dict[str, int]:
+    """Partition count per topic. A topic created a moment ago can show 0 partitions until
+    its metadata has spread, so 0 is asked again (until `timeout`), never taken as an answer."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        counts = {
+            t["topic"]: len(t.get("partitions", ())) for t in await admin.describe_topics(topics)
+        }
+        if all(counts.get(t, 0) > 0 for t in topics) or loop.time() > deadline:
+            return {t: counts.get(t, 0) for t in topics}
+        await asyncio.sleep(0.2)
 
 
 async def group_lag(settings: Settings, topics: list[str]) -> int:
