@@ -37,6 +37,7 @@ from idstream.drivers.faust.topics import group_lag, pipeline_topics
 from idstream.settings import Settings, load_settings
 from idstream.simulate import TrafficConfig
 from idstream.simulate.traffic import Traffic
+from idstream.storage.partitions import STAGE_TABLES
 
 DESCRIPTION = "idstream workers on Kafka, spawn to all committed, vs the raw aiokafka ceiling"
 READY_LINE = "[^Worker]: Ready"
@@ -174,7 +175,7 @@ class Deployment:
     async def produced(self) -> dict[str, int]:
         """Records the workers wrote: outputs, internal topics, table changelogs."""
         app_id = self.env["IDSTREAM_APP_ID"]
-        changelogs = [f"{app_id}-{t}-changelog" for t in ("install-state", "pool-state")]
+        changelogs = [f"{app_id}-{t}-changelog" for t in STAGE_TABLES]
         consumer = AIOKafkaConsumer(bootstrap_servers=self.env["IDSTREAM_BOOTSTRAP_SERVERS"])
         await consumer.start()
         try:

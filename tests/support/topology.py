@@ -13,14 +13,18 @@ from pathlib import Path
 
 from idstream.devbroker import free_port
 from idstream.digest import RESOLVER_DIGEST_EXCLUDED, RESOLVER_TABLE_TYPES, state_digest
-from idstream.storage.partitions import latest_partition_dbs, load_tables, partition_dbs
+from idstream.storage.partitions import (
+    STAGE_TABLES,
+    latest_partition_dbs,
+    load_tables,
+    partition_dbs,
+)
 from tests.support.kafka import all_committed, create_topics, produce, read_all
 from tests.support.names import UniqueNames
 from tests.support.processes import ManagedProcess, ProcessPool
 from tests.support.waiting import wait_for
 
 READY_LINE = "[^Worker]: Ready"
-STAGE_TABLES = ("install-state", "pool-state")
 
 
 @dataclass

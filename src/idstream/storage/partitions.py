@@ -19,6 +19,11 @@ from idstream.storage.codec import ValueCodec
 from idstream.storage.layout import SEPARATOR
 from idstream.storage.memory import DictTable
 
+# The Faust tables of the two stages (drivers/faust/app.py): one RocksDB per partition each.
+INSTALL_TABLE = "install-state"
+POOL_TABLE = "pool-state"
+STAGE_TABLES = (INSTALL_TABLE, POOL_TABLE)
+
 # Faust records in each partition DB the last changelog offset it holds.
 FAUST_OFFSET_KEY = b"__faust\x00offset__"
 

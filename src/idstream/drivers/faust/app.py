@@ -47,6 +47,7 @@ from idstream.drivers.faust.serde import (
 from idstream.drivers.faust.tables import FaustTableFactory
 from idstream.drivers.faust.web import install_api, web_options
 from idstream.settings import Settings, load_settings
+from idstream.storage.partitions import INSTALL_TABLE, POOL_TABLE
 from idstream.storage.rocksdb_options import RocksDBOptions
 
 logger = logging.getLogger(__name__)
@@ -148,8 +149,8 @@ def create_app(settings: Settings) -> faust.App:
             options=options.to_table_options(),
         )
 
-    install_state = table("install-state")
-    pool_state = table("pool-state")
+    install_state = table(INSTALL_TABLE)
+    pool_state = table(POOL_TABLE)
     install_store = FaustTableFactory(install_state)
     pool_store = FaustTableFactory(pool_state)
     install_tables = open_install_tables(install_store)

@@ -24,10 +24,9 @@ from aiokafka.structs import OffsetAndMetadata
 from idstream.drivers.faust.topics import admin_client, ensure_topics
 from idstream.errors import ConfigurationError
 from idstream.settings import Settings
+from idstream.storage.partitions import STAGE_TABLES
 
 logger = logging.getLogger(__name__)
-
-STAGE_TABLES = ("install-state", "pool-state")
 
 
 def changelog_topics(settings: Settings) -> list[str]:
