@@ -44,7 +44,7 @@ from idstream.drivers.faust.serde import (
     encode_claim,
     encode_decision,
 )
-from idstream.drivers.faust.tables import FaustTableFactory
+from idstream.drivers.faust.tables import FaustTableFactory, close_on_stop
 from idstream.drivers.faust.web import install_api, web_options
 from idstream.settings import Settings, load_settings
 from idstream.storage.partitions import INSTALL_TABLE, POOL_TABLE
@@ -151,6 +151,8 @@ def create_app(settings: Settings) -> faust.App:
 
     install_state = table(INSTALL_TABLE)
     pool_state = table(POOL_TABLE)
+    close_on_stop(install_state)
+    close_on_stop(pool_state)
     install_store = FaustTableFactory(install_state)
     pool_store = FaustTableFactory(pool_state)
     install_tables = open_install_tables(install_store)
