@@ -1,10 +1,11 @@
 """Rebuild all state from the input topic: reset, then reprocess from the earliest offset.
 
 Driver layer. Run it with every worker stopped. It (1) refuses while the worker group has
-members, (2) empties the internal topics (claims, decisions) and deletes the table changelogs,
-(3) moves the group's input offsets back to the start, (4) removes the local state directory,
-then (5) runs a worker until the group has caught up again. Because every id and decision
-derives from the input (SPEC §5), the rebuilt state has the same digest. Output topics are
+members, (2) deletes the internal topics (claims, decisions) and the table changelogs,
+(3) deletes the consumer group, so the worker reads the input from its start, (4) removes
+the local state directory, then (5) runs a worker until the group has caught up again.
+Because every id and decision derives from the input (SPEC §5), the rebuilt state has the
+same digest. Output topics are
 left alone: a rebuild publishes every output again, with the same keys and content.
 """
 
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import RecordsToDelete
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.errors import GroupIdNotFound, NonEmptyGroup, for_code
+from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from idstream.drivers.faust.topics import admin_client, ensure_topics
 from idstream.errors import ConfigurationError
@@ -53,24 +54,20 @@ async def reset(settings: Settings) -> int:
                     f"{members} worker(s) of {settings.app_id} are running: stop every worker "
                     "before a rebuild (it replaces their state)"
                 )
-        await ensure_topics(settings)
-        internal = [settings.topics.claims, settings.topics.decisions]
-        tps = [TopicPartition(t, p) for t in internal for p in range(settings.partitions)]
-        ends = await _offsets(settings, tps, end=True)
-        await admin.delete_records(
-            {tp: RecordsToDelete(before_offset=end) for tp, end in ends.items() if end > 0}
-        )
+        # The internal topics and changelogs are deleted, not emptied: Kafka then drops the
+        # group's offsets for them, and the worker starts on them as a fresh deployment does.
         existing = set(await admin.list_topics())
-        doomed = [t for t in changelog_topics(settings) if t in existing]
+        internal = [settings.topics.claims, settings.topics.decisions]
+        doomed = [t for t in [*internal, *changelog_topics(settings)] if t in existing]
         if doomed:
             await admin.delete_topics(doomed)
             await _wait_gone(admin.list_topics, doomed)
+        await _delete_group(admin, settings.app_id)
     finally:
         await admin.close()
+    await ensure_topics(settings)
     inputs = [TopicPartition(settings.topics.events, p) for p in range(settings.partitions)]
     starts = await _offsets(settings, inputs, end=False)
-    # Internal topics resume at their (now empty) ends; the input from its first record.
-    await _commit(settings, {**ends, **starts})
     shutil.rmtree(Path(settings.data_dir), ignore_errors=True)
     input_ends = await _offsets(settings, inputs, end=True)
     return sum(input_ends[tp] - starts[tp] for tp in inputs)
@@ -86,18 +83,18 @@ async def _offsets(settings: Settings, tps: list[TopicPartition], *, end: bool) 
         await consumer.stop()
 
 
-async def _commit(settings: Settings, offsets: dict[TopicPartition, int]) -> None:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=settings.app_id,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        consumer.assign(list(offsets))
-        await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
-    finally:
-        await consumer.stop()
+async def _delete_group(admin: Any, group: str) -> None:
+    """Delete the worker group and its offsets: the rebuild then starts as a new deployment.
+
+    aiokafka's admin client has no call for DeleteGroups, so the request goes out directly.
+    """
+    node = await admin.find_coordinator(group)
+    response = await admin._send_request(DeleteGroupsRequest([group]), node)
+    for name, code in response.results:
+        if code == NonEmptyGroup.errno:
+            raise ConfigurationError(f"workers of {name} are running: stop them first")
+        if code and code != GroupIdNotFound.errno:
+            raise for_code(code)(f"cannot delete the consumer group {name}")
 
 
 async def _wait_gone(
