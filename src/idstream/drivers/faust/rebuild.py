@@ -22,17 +22,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import GroupIdNotFound, NonEmptyGroup, for_code
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
-from idstream.drivers.faust.topics import admin_client, ensure_topics
+from idstream.drivers.faust.topics import admin_client, changelog_topics, ensure_topics
 from idstream.errors import ConfigurationError
 from idstream.settings import Settings
-from idstream.storage.partitions import STAGE_TABLES
 
 logger = logging.getLogger(__name__)
-
-
-def changelog_topics(settings: Settings) -> list[str]:
-    """Faust names a table's changelog `<app id>-<table>-changelog`."""
-    return [f"{settings.app_id}-{table}-changelog" for table in STAGE_TABLES]
 
 
 def _group_members(response: Any, group: str) -> int:

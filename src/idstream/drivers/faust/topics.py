@@ -1,8 +1,11 @@
 """Create idstream's topics before a worker joins its consumer group.
 
-Driver layer. Faust would create internal topics itself, but only after the first partition
-assignment, which then ignores them until the next rebalance; and a topic auto-created by
-the broker gets the broker's default partition count. So `idstream worker` makes them first.
+Driver layer. Faust would create internal topics and table changelogs itself, but only while
+the worker starts: a changelog whose metadata has not spread when the group assigns partitions
+is left out of the assignment, and the first write to that table then crashes its agent
+(PartitionsMismatch, "changelog has 0 partitions"). A topic auto-created by the broker gets
+the broker's default partition count. So `idstream worker` makes every topic first, table
+changelogs included, and waits until each shows its partitions.
 """
 
 from __future__ import annotations
@@ -20,8 +23,14 @@ from aiokafka.errors import (
 
 from idstream.errors import ConfigurationError
 from idstream.settings import Settings
+from idstream.storage.partitions import STAGE_TABLES
 
 logger = logging.getLogger(__name__)
+
+
+def changelog_topics(settings: Settings) -> list[str]:
+    """Faust names a table's changelog `<app id>-<table>-changelog`."""
+    return [f"{settings.app_id}-{table}-changelog" for table in STAGE_TABLES]
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
@@ -36,6 +45,8 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         t.profile_changes: {},
         t.profiles: compacted,
         t.dead_letter: {},
+        # As Faust declares them: compacted, one partition per input partition.
+        **{name: compacted for name in changelog_topics(settings)},
     }
 
 
@@ -143,3 +154,33 @@ def pipeline_topics(settings: Settings) -> list[str]:
     """The topics a worker consumes: input, claims and decisions."""
     t = settings.topics
     return [t.events, t.claims, t.decisions]
+
+
+async def records_between(
+    settings: Settings, topic: str, partition: int, start: int, end: int
+) -> bool:
+    """Whether Kafka holds a record of the partition at an offset in start..end-1.
+
+    Offsets without a record exist: transaction markers take one each. Unsure (nothing read
+    within the timeout) counts as yes.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        security_protocol=settings.security_protocol,
+        sasl_mechanism=settings.sasl_mechanism or "PLAIN",
+        sasl_plain_username=settings.sasl_username,
+        sasl_plain_password=settings.sasl_password,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        found = await consumer.getmany(tp, timeout_ms=10_000, max_records=1)
+        records = found.get(tp, [])
+        return not records or records[0].offset < end
+    finally:
+        await consumer.stop()
