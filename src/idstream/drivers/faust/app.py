@@ -24,6 +24,7 @@ from typing import Any
 import faust
 import orjson
 from faust.streams import _current_event
+from mode import CrashingSupervisor
 
 from idstream.codecs import Rejection, decode
 from idstream.domain.events import RecordMeta
@@ -37,6 +38,7 @@ from idstream.domain.messages import (
     dead_letter,
 )
 from idstream.domain.pool import apply_claim, open_pool_tables
+from idstream.drivers.faust.continuity import RESTART, Continuity, RestartRequested
 from idstream.drivers.faust.metrics import Metrics
 from idstream.drivers.faust.serde import (
     decode_claim,
@@ -45,6 +47,7 @@ from idstream.drivers.faust.serde import (
     encode_decision,
 )
 from idstream.drivers.faust.tables import FaustTableFactory, close_on_stop
+from idstream.drivers.faust.topics import records_between
 from idstream.drivers.faust.web import install_api, web_options
 from idstream.settings import Settings, load_settings
 from idstream.storage.partitions import INSTALL_TABLE, POOL_TABLE
@@ -62,6 +65,18 @@ POOL_BATCH_WITHIN_S = 0.2
 def _last_per_partition(batch: Iterable[Any]) -> dict[int, Any]:
     """partition -> the batch's last event of it (held table writes are sent with it)."""
     return {event.message.partition: event for event in batch}
+
+
+def hold_back(batch: Iterable[Any]) -> None:
+    """Keep a failed batch's offsets from being committed.
+
+    Faust's `take_events` acks a batch in a `finally`, so a batch whose processing raised
+    would be committed as if processed, and skipped for good. Flagging its messages as acked
+    beforehand turns that ack into a no-op; the group's committed offset then stays before the
+    batch, and a restarted worker processes it again.
+    """
+    for event in batch:
+        event.message.acked = True
 
 
 def _broker_url(servers: str) -> list[str]:
@@ -181,39 +196,96 @@ def create_app(settings: Settings) -> faust.App:
         topics.events, topics.decisions, partitions=partitions, key_type=bytes, value_type=bytes
     )
 
-    @app.agent(input_channel, name="install-stage", concurrency=1)
+    async def start_offset(tp: Any) -> int:
+        # Where delivery resumes after an assignment: faust sought to the committed offset
+        # and keeps it; without one (or below the log start), the log start.
+        consumer: Any = app.consumer
+        committed = consumer._committed_offset.get(tp)
+        earliest = (await consumer.earliest_offsets(tp)).get(tp, 0)
+        return int(max(committed or 0, earliest))
+
+    async def between(tp: Any, start: int, end: int) -> bool:
+        return await records_between(settings, tp.topic, tp.partition, start, end)
+
+    install_continuity = Continuity(start_offset, between)
+    pool_continuity = Continuity(start_offset, between)
+
+    async def _delivery_restarts(sender: Any, *args: Any, **kwargs: Any) -> None:
+        install_continuity.reset()
+        pool_continuity.reset()
+
+    assigned: Any = app.on_partitions_assigned
+    assigned.connect(_delivery_restarts)
+
+    async def delivered(continuity: Continuity, batch: list[Any]) -> None:
+        """Raise RestartRequested when faust lost records before this batch."""
+        gap = await continuity.check((e.message.tp, e.message.offset) for e in batch)
+        if gap is not None:
+            error = RestartRequested(gap)
+            logger.error("%s", error)
+            RESTART.request(str(error))
+            raise error
+
+    async def install_batch(batch: list[Any]) -> None:
+        await delivered(install_continuity, batch)
+        for event in batch:
+            # Table writes and attached sends follow Faust's current event.
+            _current_event.set(weakref.ref(event))
+            message = event.message
+            raw: bytes = message.value or b""
+            if message.topic == topics.decisions:
+                decision: LinkDecision = decode_decision(raw)
+                await send(apply_decision(install_tables, decision, rules))
+                continue
+            meta = _meta(message)
+            decoded = decode(raw, meta)
+            metrics.observe_input(decoded)
+            if isinstance(decoded, Rejection):
+                rejected = dead_letter(raw, meta, decoded.reason, decoded.detail)
+                await send(StageResult(outputs=(rejected,)))
+                continue
+            await send(apply_event(install_tables, decoded, raw, meta, rules))
+        install_store.flush(_last_per_partition(batch))
+
+    async def pool_batch(batch: list[Any]) -> None:
+        await delivered(pool_continuity, batch)
+
+        claims = [(decode_claim(event.message.value), event) for event in batch]
+        # Claims of one batch in the order the pool's log sorts them (event time): the
+        # state is the same in any order, but in this one the pool rolls nothing back.
+        claims.sort(key=lambda c: (c[0].order, c[0].push_registration_id, c[0].seq))
+        for claim, event in claims:
+            _current_event.set(weakref.ref(event))
+            await send(apply_claim(pool_tables, claim, rules))
+        pool_store.flush(_last_per_partition(batch))
+
+    # A stage that raises (or is cancelled mid-batch) stops the worker (CrashingSupervisor)
+    # instead of being restarted on the records after its batch: a restarted worker must start
+    # from the failed batch (see `hold_back`). Bad input never raises; it is dead-lettered.
+    @app.agent(
+        input_channel,
+        name="install-stage",
+        concurrency=1,
+        supervisor_strategy=CrashingSupervisor,
+    )
     async def install_agent(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            for event in batch:
-                # Table writes and attached sends follow Faust's current event.
-                _current_event.set(weakref.ref(event))
-                message = event.message
-                raw: bytes = message.value or b""
-                if message.topic == topics.decisions:
-                    decision: LinkDecision = decode_decision(raw)
-                    await send(apply_decision(install_tables, decision, rules))
-                    continue
-                meta = _meta(message)
-                decoded = decode(raw, meta)
-                metrics.observe_input(decoded)
-                if isinstance(decoded, Rejection):
-                    rejected = dead_letter(raw, meta, decoded.reason, decoded.detail)
-                    await send(StageResult(outputs=(rejected,)))
-                    continue
-                await send(apply_event(install_tables, decoded, raw, meta, rules))
-            install_store.flush(_last_per_partition(batch))
+            try:
+                await install_batch(batch)
+            except BaseException:
+                hold_back(batch)
+                raise
 
-    @app.agent(claims_topic, name="pool-stage", concurrency=1)
+    @app.agent(
+        claims_topic, name="pool-stage", concurrency=1, supervisor_strategy=CrashingSupervisor
+    )
     async def pool_agent(stream: Any) -> None:
         async for batch in stream.take_events(POOL_BATCH_MAX, within=POOL_BATCH_WITHIN_S):
-            claims = [(decode_claim(event.message.value), event) for event in batch]
-            # Claims of one batch in the order the pool's log sorts them (event time): the
-            # state is the same in any order, but in this one the pool rolls nothing back.
-            claims.sort(key=lambda c: (c[0].order, c[0].push_registration_id, c[0].seq))
-            for claim, event in claims:
-                _current_event.set(weakref.ref(event))
-                await send(apply_claim(pool_tables, claim, rules))
-            pool_store.flush(_last_per_partition(batch))
+            try:
+                await pool_batch(batch)
+            except BaseException:
+                hold_back(batch)
+                raise
 
     return app
 
