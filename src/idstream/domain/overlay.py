@@ -1,0 +1,107 @@
+"""A write buffer over state tables: work that can be kept (commit) or thrown away.
+
+Domain layer, standard library only. The pool stage re-folds a late claim against an overlay,
+checks the result, and only then writes it to the real tables (see pool.py).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Iterator
+from dataclasses import fields
+from typing import Any, Generic, TypeVar
+
+from idstream.domain.pool_state import PoolTables
+from idstream.domain.ports import StateTable
+
+V = TypeVar("V")
+
+
+class OverlayTable(Generic[V]):
+    """A StateTable that keeps its writes in memory over a base table it only reads.
+
+    Keys order by code point, which is the UTF-8 byte order the stores use.
+    """
+
+    def __init__(self, base: StateTable[V]) -> None:
+        self._base = base
+        self._writes: dict[str, V | None] = {}  # None: deleted
+        self._keys: list[str] = []  # the written keys, sorted, for scans
+
+    def get(self, key: str) -> V | None:
+        if key in self._writes:
+            return self._writes[key]
+        return self._base.get(key)
+
+    def put(self, key: str, value: V) -> None:
+        self._write(key, value)
+
+    def delete(self, key: str) -> None:
+        self._write(key, None)
+
+    def _write(self, key: str, value: V | None) -> None:
+        if key not in self._writes:
+            insort(self._keys, key)
+        self._writes[key] = value
+
+    def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
+        start = bisect_left(self._keys, prefix)
+        end = start
+        while end < len(self._keys) and self._keys[end].startswith(prefix):
+            end += 1
+        # A snapshot of the written keys, so callers may write while they iterate.
+        written = self._keys[start:end]
+        if reverse:
+            written.reverse()
+        values = self._writes
+        base = self._base.scan(prefix, reverse=reverse)
+        pending = iter(written)
+        held = next(pending, None)
+
+        def before(a: str, b: str) -> bool:
+            return a > b if reverse else a < b
+
+        for key, value in base:
+            # Written keys that come first, then the base entry unless it was overwritten.
+            while held is not None and before(held, key):
+                if (mine := values[held]) is not None:
+                    yield held, mine
+                held = next(pending, None)
+            if held == key:
+                held = next(pending, None)
+                if (mine := values[key]) is not None:
+                    yield key, mine
+                continue
+            yield key, value
+        while held is not None:
+            if (mine := values[held]) is not None:
+                yield held, mine
+            held = next(pending, None)
+
+    def commit(self) -> int:
+        """Write the buffered changes to the base table; returns how many keys."""
+        for key, value in self._writes.items():
+            if value is None:
+                self._base.delete(key)
+            else:
+                self._base.put(key, value)
+        written = len(self._writes)
+        self._writes.clear()
+        self._keys.clear()
+        return written
+
+
+def overlay(tables: PoolTables) -> PoolTables:
+    """The same tables behind write buffers (commit them with `commit`)."""
+    wrapped: dict[str, Any] = {
+        f.name: OverlayTable(getattr(tables, f.name)) for f in fields(tables)
+    }
+    return PoolTables(**wrapped)
+
+
+def commit(tables: PoolTables) -> None:
+    """Write every buffer of `overlay(...)` tables to the tables below."""
+    for f in fields(tables):
+        table = getattr(tables, f.name)
+        assert isinstance(table, OverlayTable)
+        table.commit()
