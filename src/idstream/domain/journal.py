@@ -1,8 +1,9 @@
 """An undo journal around a StateTable: how the pool stage rolls claims back.
 
 Domain layer. While a claim is being applied, the first old value of every key it writes is
-stored in an undo table under the claim's log key; rolling the claim back restores them. Over
-one `apply_claim` call the wrapper also remembers the first old value of every key written,
+stored in an undo table under the claim's log key; rolling the claim back restores them, and
+every key it reads (misses included) or writes is noted, as the claim's footprint. Over one
+`apply_claim` call the wrapper also remembers the first old value of every key written,
 rollbacks included, so the stage can compare the state before the call with the state after.
 """
 
@@ -24,14 +25,27 @@ class Journal:
     def __init__(self) -> None:
         self.claim_key: str | None = None
         self._seen: set[tuple[int, str]] = set()
+        # Per journaled table: how it names a key in a footprint, and the keys touched.
+        self._touched: list[tuple[Callable[[str], str], set[str]]] = []
+
+    def register(self, token: Callable[[str], str]) -> set[str]:
+        """A table joins the journal: the set it notes the current claim's keys in."""
+        touched: set[str] = set()
+        self._touched.append((token, touched))
+        return touched
 
     def begin(self, claim_key: str) -> None:
         self.claim_key = claim_key
         self._seen = set()
+        for _, touched in self._touched:
+            touched.clear()
 
-    def end(self) -> None:
+    def end(self) -> tuple[str, ...]:
+        """Stop journaling; the tokens of every key the claim read or wrote, sorted."""
         self.claim_key = None
         self._seen = set()
+        tokens = {token(key) for token, touched in self._touched for key in touched}
+        return tuple(sorted(tokens))
 
     def first_write(self, table_id: int, key: str) -> bool:
         mark = (table_id, key)
@@ -42,7 +56,11 @@ class Journal:
 
 
 class JournaledTable(Generic[V, U]):
-    """A StateTable whose writes are recorded in `undo` (as `wrap(old value)`) per claim."""
+    """A StateTable whose writes are recorded in `undo` (as `wrap(old value)`) per claim.
+
+    It has no scan: a claim's footprint is the keys it names, which is exact only because
+    the rules reach state by key alone.
+    """
 
     def __init__(
         self,
@@ -51,16 +69,20 @@ class JournaledTable(Generic[V, U]):
         wrap: Callable[[V | None], U],
         unwrap: Callable[[U], V | None],
         journal: Journal,
+        token: Callable[[str], str],
     ) -> None:
         self._table = table
         self._undo = undo
         self._wrap = wrap
         self._unwrap = unwrap
         self._journal = journal
+        self._touched = journal.register(token)
         # first old value of each key written during this stage call
         self.before: dict[str, V | None] = {}
 
     def get(self, key: str) -> V | None:
+        if self._journal.claim_key is not None:
+            self._touched.add(key)
         return self._table.get(key)
 
     def get_before(self, key: str) -> V | None:
@@ -69,14 +91,14 @@ class JournaledTable(Generic[V, U]):
             return self.before[key]
         return self._table.get(key)
 
-    def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
-        return self._table.scan(prefix, reverse=reverse)
-
     def put(self, key: str, value: V) -> None:
         self._record(key)
         self._table.put(key, value)
 
     def delete(self, key: str) -> None:
+        if self._journal.claim_key is not None:
+            # Deleting a missing key is a no-op that still depends on the key being missing.
+            self._touched.add(key)
         if self._table.get(key) is None:
             return
         self._record(key)
@@ -84,6 +106,8 @@ class JournaledTable(Generic[V, U]):
 
     def _record(self, key: str) -> None:
         claim_key = self._journal.claim_key
+        if claim_key is not None:
+            self._touched.add(key)
         remember = key not in self.before
         journal = claim_key is not None and self._journal.first_write(id(self), key)
         if not (remember or journal):

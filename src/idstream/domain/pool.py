@@ -1,10 +1,10 @@
 """The pool stage: identity and profile rules as an event-time fold of claims (SPEC §4.3-4.10).
 
 Domain layer, standard library only. `apply_claim` keeps a key-ordered claims log; a claim with
-a smaller order key than the log's tail rolls the tail back (undo journal), applies, and applies
-the tail again, so the state is the fold of the sorted claims whatever the arrival order. What
-it emits is the difference between the state before and after the call. See
-docs/architecture.md, "The pool stage".
+a smaller order key than the log's tail rolls back the later claims that depend on it (undo
+journal, footprints: pool_refold.py), applies, and applies them again, so the state is the fold
+of the sorted claims whatever the arrival order. What it emits is the difference between the
+state before and after the call. See docs/architecture.md, "The pool stage".
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from idstream.domain.events import (
     PushRegistrationId,
     UserIdentity,
 )
-from idstream.domain.journal import Journal, JournaledTable
+from idstream.domain.footprint import store_footprint
+from idstream.domain.journal import Journal
 from idstream.domain.messages import (
     Claim,
     LinkDecision,
@@ -34,27 +35,25 @@ from idstream.domain.messages import (
 )
 from idstream.domain.pool_output import ProfileView, diff, profile_view, snapshot
 from idstream.domain.pool_profiles import PoolState, Verdict
-from idstream.domain.pool_rules import apply_rules
+from idstream.domain.pool_refold import (
+    NOTE_FULL_REFOLD,
+    NOTE_LATE_CLAIM,
+    NOTE_REAPPLIED,
+    NOTE_REFOLD_RETRY,
+    Refold,
+    fold_late,
+    journaled,
+    refold,
+    tracked_after,
+)
 from idstream.domain.pool_state import (
     DIGEST_EXCLUDED,
     POOL_TABLE_TYPES,
     SEP,
-    Alias,
-    AliasUndo,
     ClaimOutputs,
-    ClaimRef,
     Counter,
-    ForgetEntry,
-    ForgetUndo,
-    IdentityOwner,
-    IdentityUndo,
-    InstallRecord,
-    InstallUndo,
+    LogTail,
     PoolTables,
-    ProfileRecord,
-    ProfileUndo,
-    SegmentLink,
-    SegmentUndo,
     StoredClaim,
     StoredDecision,
     StoredFacts,
@@ -69,11 +68,16 @@ from idstream.domain.reasons import RejectReason
 
 __all__ = [
     "DIGEST_EXCLUDED",
+    "NOTE_FULL_REFOLD",
+    "NOTE_LATE_CLAIM",
+    "NOTE_REAPPLIED",
+    "NOTE_REFOLD_RETRY",
     "POOL_TABLE_TYPES",
     "PoolTables",
     "apply_claim",
     "open_pool_tables",
     "profile_snapshot",
+    "reapplied_count",
     "stored_claim",
 ]
 
@@ -87,84 +91,47 @@ def apply_claim(tables: PoolTables, claim: Claim, rules: RuleConfig) -> StageRes
     if known is not None:
         return _redelivered(tables, known.log_key, claim)
     key = log_key(pool, stored)
-    journal = Journal()
-    state = _journaled(tables, pool, journal)
-    tail = _claims_after(tables, pool, key)
-    # Undo the claims that sort after this one, newest first.
-    for later in tail:
-        for table in _journaled_tables(state):
-            table.rollback(later)
-    tables.claims.put(key, stored)
-    tables.claim_index.put(index, ClaimRef(key))
-    journal.begin(key)
-    verdict = apply_rules(state, stored, rules)
-    # Apply them again on top, oldest first; their rejections were reported when they arrived.
-    for later in reversed(tail):
-        again = tables.claims.get(later)
-        assert again is not None
-        journal.begin(later)
-        apply_rules(state, again, rules)
-    journal.end()
-    result = _emit(tables, state, stored, verdict, claim)
+    tail = tables.log_tail.get(pool)
+    if tail is None or tail.log_key < key:
+        # The usual case: the claim sorts last, nothing to roll back.
+        tracked = "" if tail is None else tracked_after(tail)
+        tables.log_tail.put(pool, LogTail(key, tracked))
+        return _finish(tables, claim, stored, key, refold(tables, pool, stored, key, [], rules))
+    late = fold_late(tables, pool, stored, key, tail, rules)
+    result = _finish(late.tables, claim, stored, key, late.done, late.notes)
+    late.keep()
+    return result
+
+
+def reapplied_count(result: StageResult) -> int:
+    """How many later claims the call rolled back and applied again."""
+    return result.notes.count(NOTE_REAPPLIED)
+
+
+def _finish(
+    tables: PoolTables,
+    claim: Claim,
+    stored: StoredClaim,
+    key: str,
+    done: Refold,
+    notes: tuple[str, ...] = (),
+) -> StageResult:
+    """Store the new footprints, emit the state diff, keep the outputs for redelivery."""
+    pool = done.state.pool
+    for claim_key, tokens in done.footprints.items():
+        old = tables.footprints.get(claim_key) if claim_key != key else None
+        store_footprint(tables, pool, claim_key, tokens, old)
+    result = _emit(tables, done.state, stored, done.verdict, claim)
+    reapplied = len(done.footprints) - 1
+    if notes or reapplied:
+        result = replace(result, notes=(*result.notes, *notes, *[NOTE_REAPPLIED] * reapplied))
     tables.claim_outputs.put(key, _store(claim, result))
     return result
 
 
-def _claims_after(tables: PoolTables, pool: str, key: str) -> list[str]:
-    """Log keys of the pool's claims that sort after `key`, newest first.
-
-    Keeps the pool's largest log key, so a claim that sorts last (the usual case) needs no scan.
-    """
-    tail = tables.log_tail.get(pool)
-    if tail is None or tail.log_key < key:
-        tables.log_tail.put(pool, ClaimRef(key))
-        return []
-    later: list[str] = []
-    for found, _ in tables.claims.scan(pool + SEP, reverse=True):
-        if found <= key:
-            break
-        later.append(found)
-    return later
-
-
-def _journaled(tables: PoolTables, pool: PoolId, journal: Journal) -> PoolState:
-    return PoolState(
-        pool,
-        JournaledTable[ProfileRecord, ProfileUndo](
-            tables.profiles, tables.undo_profiles, ProfileUndo, lambda u: u.value, journal
-        ),
-        JournaledTable[InstallRecord, InstallUndo](
-            tables.installs, tables.undo_installs, InstallUndo, lambda u: u.value, journal
-        ),
-        JournaledTable[SegmentLink, SegmentUndo](
-            tables.segments, tables.undo_segments, SegmentUndo, lambda u: u.value, journal
-        ),
-        JournaledTable[IdentityOwner, IdentityUndo](
-            tables.identities, tables.undo_identities, IdentityUndo, lambda u: u.value, journal
-        ),
-        JournaledTable[Alias, AliasUndo](
-            tables.aliases, tables.undo_aliases, AliasUndo, lambda u: u.value, journal
-        ),
-        JournaledTable[ForgetEntry, ForgetUndo](
-            tables.forgotten, tables.undo_forgotten, ForgetUndo, lambda u: u.value, journal
-        ),
-    )
-
-
-def _journaled_tables(state: PoolState) -> tuple[JournaledTable[Any, Any], ...]:
-    return (
-        state.profiles,
-        state.installs,
-        state.segments,
-        state.identities,
-        state.aliases,
-        state.forgotten,
-    )
-
-
 def profile_snapshot(tables: PoolTables, pool: PoolId, profile_id: str) -> dict[str, Any] | None:
     """The snapshot of a profile as it is now (None: no such profile), for tools and tests."""
-    state = _journaled(tables, pool, Journal())
+    state = journaled(tables, pool, Journal())
     view = _view(state, profile_id, before=False)
     if view is None:
         return None

@@ -181,6 +181,30 @@ class Counter:
     value: int
 
 
+@dataclass(frozen=True, slots=True)
+class LogTail:
+    """The pool's largest log key, and since where every claim has a footprint.
+
+    `tracked_after`: every claim with a larger log key has a footprint ("" for all of them;
+    None in state written before footprints existed, read as "not known yet").
+    """
+
+    log_key: str
+    tracked_after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """The tokens (see footprint.py) a claim read or wrote in its latest application."""
+
+    tokens: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """Marks an entry of the token index; everything is in the key."""
+
+
 # The undo journal: per claim, the first old value of every journaled key it wrote.
 @dataclass(frozen=True, slots=True)
 class ProfileUndo:
@@ -234,7 +258,9 @@ POOL_TABLE_TYPES: Mapping[str, type] = MappingProxyType(
         "pool_undo_forgotten": ForgetUndo,
         "pool_versions": Counter,  # pool SEP profileId: change events emitted
         "pool_sequence": Counter,  # pool: LinkDecision.pool_seq
-        "pool_log_tail": ClaimRef,  # pool: the largest log key, so in-order claims skip a scan
+        "pool_log_tail": LogTail,  # pool: the largest log key, so in-order claims skip a scan
+        "pool_footprints": Footprint,  # log key: tokens the claim touched
+        "pool_touches": Touch,  # pool SEP token SEP log key after its pool SEP
     }
 )
 
@@ -251,6 +277,8 @@ DIGEST_EXCLUDED: frozenset[str] = frozenset(
         "pool_versions",
         "pool_sequence",
         "pool_log_tail",
+        "pool_footprints",
+        "pool_touches",
     }
 )
 
@@ -274,7 +302,9 @@ class PoolTables:
     undo_forgotten: StateTable[ForgetUndo]
     versions: StateTable[Counter]
     sequence: StateTable[Counter]
-    log_tail: StateTable[ClaimRef]
+    log_tail: StateTable[LogTail]
+    footprints: StateTable[Footprint]
+    touches: StateTable[Touch]
 
 
 def open_pool_tables(factory: TableFactory) -> PoolTables:
@@ -296,7 +326,9 @@ def open_pool_tables(factory: TableFactory) -> PoolTables:
         undo_forgotten=factory("pool_undo_forgotten", ForgetUndo),
         versions=factory("pool_versions", Counter),
         sequence=factory("pool_sequence", Counter),
-        log_tail=factory("pool_log_tail", ClaimRef),
+        log_tail=factory("pool_log_tail", LogTail),
+        footprints=factory("pool_footprints", Footprint),
+        touches=factory("pool_touches", Touch),
     )
 
 

@@ -214,9 +214,11 @@ class PoolHarness(ClaimMaker):
         self.decisions: list[LinkDecision] = []
         self.last_outputs: tuple[Output, ...] = ()
         self.last_decisions: tuple[LinkDecision, ...] = ()
+        self.last_notes: tuple[str, ...] = ()
 
     def apply(self, claim: Claim) -> Claim:
         result = apply_claim(self.tables, claim, self.rules)
+        self.last_notes = result.notes
         self.last_outputs = result.outputs
         self.last_decisions = tuple(m for m in result.messages if isinstance(m, LinkDecision))
         self.outputs.extend(result.outputs)
