@@ -38,7 +38,7 @@ from idstream.domain.messages import (
     dead_letter,
 )
 from idstream.domain.pool import apply_claim, open_pool_tables
-from idstream.drivers.faust.continuity import RESTART, Continuity, RestartRequested
+from idstream.drivers.faust.continuity import Continuity, RestartRequested
 from idstream.drivers.faust.metrics import Metrics
 from idstream.drivers.faust.serde import (
     decode_claim,
@@ -218,13 +218,10 @@ def create_app(settings: Settings) -> faust.App:
     assigned.connect(_delivery_restarts)
 
     async def delivered(continuity: Continuity, batch: list[Any]) -> None:
-        """Raise RestartRequested when faust lost records before this batch."""
+        """Log an error when faust lost records before this batch (they stay uncommitted)."""
         gap = await continuity.check((e.message.tp, e.message.offset) for e in batch)
         if gap is not None:
-            error = RestartRequested(gap)
-            logger.error("%s", error)
-            RESTART.request(str(error))
-            raise error
+            logger.error("%s", RestartRequested(gap))
 
     async def install_batch(batch: list[Any]) -> None:
         await delivered(install_continuity, batch)
