@@ -8,21 +8,26 @@ Driver layer; the only place that imports faust besides drivers/faust/tables.py.
                                                       └─> resolved-events, dead-letter
     idstream.internal.claims ─> pool agent ─> decisions, profile-changes, profiles, dead-letter
 
-Each agent handles a batch of records at a time (fewer wake-ups), but sets Faust's current
-event to each record in turn, so every table write lands in that record's partition and every
-output is attached to that record's offset: Faust publishes attached records before it commits
-the offset, which is what makes delivery at-least-once.
+Each agent handles a batch of records at a time (fewer wake-ups) and sets Faust's current
+event to each record in turn, so every table write lands in that record's partition. Outputs,
+claims and decisions go straight to the aiokafka producer (no Faust `Topic.send` per record),
+and the batch body waits for every one of them to be delivered before it returns, i.e. before
+`take_events` acks the batch's records: an offset is never committed before its outputs are
+delivered (at-least-once).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import weakref
 from collections.abc import Iterable
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
 from faust.streams import _current_event
 
 from idstream.codecs import Rejection, decode
@@ -57,6 +62,41 @@ BATCH_WITHIN_S = 0.02
 # Claims are few but each costs more; a longer wait sorts more of them into event-time order.
 POOL_BATCH_MAX = 2000
 POOL_BATCH_WITHIN_S = 0.2
+
+
+class Outbox:
+    """The records of one batch, sent straight through the app's aiokafka producer.
+
+    `send` only queues a record in the producer (which batches per partition); `delivered`
+    waits until the broker has acknowledged all of them. A record that cannot be delivered
+    (aiokafka gave up retrying) halts the process, as kill -9 would: the batch's offsets are
+    acked by `take_events` even when its body raises, so raising could commit them.
+    """
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+        self._pending: list[asyncio.Future[Any]] = []
+
+    async def send(
+        self, topic: str, key: bytes, value: bytes | None, partition: int | None = None
+    ) -> asyncio.Future[Any]:
+        producer = self._app.producer._ensure_producer()  # type: ignore[attr-defined]
+        future: asyncio.Future[Any] = await producer.send(
+            topic, value, key=key, partition=partition
+        )
+        self._pending.append(future)
+        return future
+
+    async def delivered(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            await asyncio.gather(*pending)
+        except (KafkaError, OSError):
+            logger.critical("records of a batch could not be delivered; halting", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
 
 
 def _last_per_partition(batch: Iterable[Any]) -> dict[int, Any]:
@@ -161,21 +201,30 @@ def create_app(settings: Settings) -> faust.App:
     metrics = Metrics.for_settings(settings)
     install_api(app, settings, metrics, install_state, pool_state)
 
-    async def send(result: StageResult) -> None:
+    claims_name = claims_topic.get_topic_name()
+    decisions_name = decisions_topic.get_topic_name()
+    output_names = {kind: t.get_topic_name() for kind, t in outputs.items()}
+    # One per agent: each waits for its own batch's records only.
+    install_outbox = Outbox(app)
+    pool_outbox = Outbox(app)
+
+    async def send(outbox: Outbox, result: StageResult) -> None:
         metrics.observe_result(result)
         for message in result.messages:
             if isinstance(message, Claim):
-                await claims_topic.send(key=message.pool.encode(), value=encode_claim(message))
+                await outbox.send(claims_name, message.pool.encode(), encode_claim(message))
             else:
-                await decisions_topic.send(
-                    key=message.push_registration_id.encode(), value=encode_decision(message)
+                await outbox.send(
+                    decisions_name,
+                    message.push_registration_id.encode(),
+                    encode_decision(message),
                 )
-        await send_outputs(result.outputs)
+        await send_outputs(outbox, result.outputs)
 
-    async def send_outputs(records: Iterable[Output]) -> None:
+    async def send_outputs(outbox: Outbox, records: Iterable[Output]) -> None:
         for out in records:
             value = None if out.value is None else orjson.dumps(out.value)
-            await outputs[out.topic].send(key=out.key.encode(), value=value)
+            await outbox.send(output_names[out.topic], out.key.encode(), value)
 
     input_channel = app.topic(
         topics.events, topics.decisions, partitions=partitions, key_type=bytes, value_type=bytes
@@ -185,23 +234,25 @@ def create_app(settings: Settings) -> faust.App:
     async def install_agent(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             for event in batch:
-                # Table writes and attached sends follow Faust's current event.
+                # Table writes follow Faust's current event.
                 _current_event.set(weakref.ref(event))
                 message = event.message
                 raw: bytes = message.value or b""
                 if message.topic == topics.decisions:
                     decision: LinkDecision = decode_decision(raw)
-                    await send(apply_decision(install_tables, decision, rules))
+                    await send(install_outbox, apply_decision(install_tables, decision, rules))
                     continue
                 meta = _meta(message)
                 decoded = decode(raw, meta)
                 metrics.observe_input(decoded)
                 if isinstance(decoded, Rejection):
                     rejected = dead_letter(raw, meta, decoded.reason, decoded.detail)
-                    await send(StageResult(outputs=(rejected,)))
+                    await send(install_outbox, StageResult(outputs=(rejected,)))
                     continue
-                await send(apply_event(install_tables, decoded, raw, meta, rules))
+                await send(install_outbox, apply_event(install_tables, decoded, raw, meta, rules))
             install_store.flush(_last_per_partition(batch))
+            # Before take_events acks the batch: its records are delivered.
+            await install_outbox.delivered()
 
     @app.agent(claims_topic, name="pool-stage", concurrency=1)
     async def pool_agent(stream: Any) -> None:
@@ -212,8 +263,9 @@ def create_app(settings: Settings) -> faust.App:
             claims.sort(key=lambda c: (c[0].order, c[0].push_registration_id, c[0].seq))
             for claim, event in claims:
                 _current_event.set(weakref.ref(event))
-                await send(apply_claim(pool_tables, claim, rules))
+                await send(pool_outbox, apply_claim(pool_tables, claim, rules))
             pool_store.flush(_last_per_partition(batch))
+            await pool_outbox.delivered()
 
     return app
 
