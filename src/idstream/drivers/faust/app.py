@@ -99,11 +99,6 @@ class Outbox:
             os._exit(70)
 
 
-def _last_per_partition(batch: Iterable[Any]) -> dict[int, Any]:
-    """partition -> the batch's last event of it (held table writes are sent with it)."""
-    return {event.message.partition: event for event in batch}
-
-
 def _broker_url(servers: str) -> list[str]:
     return [f"kafka://{s.strip()}" for s in servers.split(",") if s.strip()]
 
@@ -250,9 +245,8 @@ def create_app(settings: Settings) -> faust.App:
                     await send(install_outbox, StageResult(outputs=(rejected,)))
                     continue
                 await send(install_outbox, apply_event(install_tables, decoded, raw, meta, rules))
-            install_store.flush(_last_per_partition(batch))
-            # Before take_events acks the batch: its records are delivered.
-            await install_outbox.delivered()
+            # Before take_events acks the batch: its records and table writes are delivered.
+            await install_store.write(install_outbox)
 
     @app.agent(claims_topic, name="pool-stage", concurrency=1)
     async def pool_agent(stream: Any) -> None:
@@ -264,8 +258,7 @@ def create_app(settings: Settings) -> faust.App:
             for claim, event in claims:
                 _current_event.set(weakref.ref(event))
                 await send(pool_outbox, apply_claim(pool_tables, claim, rules))
-            pool_store.flush(_last_per_partition(batch))
-            await pool_outbox.delivered()
+            await pool_store.write(pool_outbox)
 
     return app
 

@@ -4,21 +4,28 @@ Driver layer. Each stage keeps all its logical tables in ONE Faust table (one ch
 one RocksDB per partition); a logical table is a key prefix `name\\x00`, the layout of
 storage/rocks.py.
 
-Writes are held per batch: reads and scans see them at once, and `FaustTableFactory.flush`
-writes each changed key once, through Faust, at the end of the batch. So a key written by many
-events of a batch (an install's record, the pool's log tail) costs one RocksDB write and one
-changelog record per batch, not one per event. A crash before the flush loses the batch's
-writes together with its uncommitted offsets, so the batch is simply processed again.
-Ordered scans read the partition's RocksDB directly (Faust offers no ordered iteration).
+Writes are held per batch: reads and scans see them at once, and `FaustTableFactory.write`
+writes each changed key once at the end of the batch. So a key written by many events of a
+batch (an install's record, the pool's log tail) costs one changelog record and one RocksDB
+write per batch, not one per event. The changelog records go straight to the producer with
+the batch's other records; once all are delivered, each partition's changes and the offset of
+its last changelog record (Faust's "persisted offset", where its recovery resumes reading the
+changelog) go into that partition's RocksDB in one WriteBatch, the way Faust's own recovery
+applies changelog records (`Store.apply_changelog_batch`). A crash before the changelog is
+delivered loses the batch's writes together with its uncommitted offsets, so the batch is
+processed again; a crash after it but before the RocksDB write is repaired by Faust's recovery
+reading the changelog from the persisted offset. Gets and ordered scans read the partition's
+RocksDB directly (Faust offers no ordered iteration).
 """
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterator, Mapping
-from typing import Any, Generic, TypeVar
+import asyncio
+from collections.abc import Iterator
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
-from faust.streams import _current_event, current_event
+from faust.streams import current_event
+from faust.types import TP
 
 from idstream.domain.ports import StateTable
 from idstream.storage.codec import ValueCodec
@@ -35,6 +42,30 @@ class _Deleted:
 
 
 DELETED = _Deleted()
+
+
+class RecordSender(Protocol):
+    """Where a batch's records go (drivers/faust/app.py's Outbox)."""
+
+    async def send(
+        self, topic: str, key: bytes, value: bytes | None, partition: int | None = None
+    ) -> asyncio.Future[Any]: ...
+
+    async def delivered(self) -> None: ...
+
+
+class _Message(NamedTuple):
+    """What `Store.apply_changelog_batch` reads of a changelog record."""
+
+    tp: Any
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes | None
+
+
+class _Record(NamedTuple):
+    message: _Message
 
 
 class FaustStateTable(Generic[V]):
@@ -55,7 +86,7 @@ class FaustStateTable(Generic[V]):
         if held is not None:
             value = held[1]
             return None if value is DELETED else value
-        raw = self._table.get(full)
+        raw = self._table.data._db_for_partition(_partition()).get(full)
         return None if raw is None else self._decode(raw)
 
     def put(self, key: str, value: V) -> None:
@@ -90,19 +121,12 @@ class FaustStateTable(Generic[V]):
             decoded = self._decode(value) if isinstance(value, bytes) else value
             yield full[skip:].decode("utf-8"), decoded
 
-    def flush(self, events: Mapping[int, Any]) -> int:
-        """Write the held changes through Faust; `events` maps partition -> an event of it."""
-        written = 0
-        for full, (partition, value) in self._pending.items():
-            # Faust sends the changelog record to the current event's partition.
-            _current_event.set(weakref.ref(events[partition]))
-            if value is DELETED:
-                del self._table[full]
-            else:
-                self._table[full] = self._encode(value)
-            written += 1
-        self._pending.clear()
-        return written
+    def drain(self) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """The held changes as (partition, key, value bytes or None for a delete); clears them."""
+        pending, self._pending = self._pending, {}
+        encode = self._encode
+        for full, (partition, value) in pending.items():
+            yield partition, full, None if value is DELETED else encode(value)
 
 
 def _partition() -> int:
@@ -125,9 +149,26 @@ class FaustTableFactory:
         self._tables.append(table)
         return table
 
-    def flush(self, events: Mapping[int, Any]) -> int:
-        """End of a batch: write every held change; returns how many keys were written."""
-        return sum(table.flush(events) for table in self._tables)
+    async def write(self, sender: RecordSender) -> int:
+        """End of a batch: changelog, then RocksDB; returns how many keys were written.
+
+        Waits for every record `sender` holds (the batch's outputs too), so that a partition's
+        persisted offset never points past a changelog record that was not delivered.
+        """
+        topic = self._table.changelog_topic.get_topic_name()
+        sent: list[tuple[asyncio.Future[Any], int, bytes, bytes | None]] = []
+        for table in self._tables:
+            for partition, key, value in table.drain():
+                future = await sender.send(topic, key, value, partition)
+                sent.append((future, partition, key, value))
+        await sender.delivered()
+        if sent:
+            records = [
+                _Record(_Message(TP(topic, part), part, fut.result().offset, key, value))
+                for fut, part, key, value in sent
+            ]
+            self._table.data.apply_changelog_batch(records, to_key=None, to_value=None)
+        return len(sent)
 
 
 def close_on_stop(table: Any) -> None:
