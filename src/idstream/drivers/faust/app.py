@@ -10,10 +10,11 @@ Driver layer; the only place that imports faust besides drivers/faust/tables.py.
 
 Each agent handles a batch of records at a time (fewer wake-ups) and sets Faust's current
 event to each record in turn, so every table write lands in that record's partition. Outputs,
-claims and decisions go straight to the aiokafka producer (no Faust `Topic.send` per record),
-and the batch body waits for every one of them to be delivered before it returns, i.e. before
-`take_events` acks the batch's records: an offset is never committed before its outputs are
-delivered (at-least-once).
+claims, decisions and changelog records are built into one Kafka record batch per topic
+partition (`Outbox`, no Faust `Topic.send` per record) and handed to the aiokafka producer at
+the end of the batch, whose body waits for all of them to be delivered before it returns, i.e.
+before `take_events` acks the batch's records: an offset is never committed before its outputs
+are delivered (at-least-once).
 """
 
 from __future__ import annotations
@@ -62,41 +63,83 @@ BATCH_WITHIN_S = 0.02
 # Claims are few but each costs more; a longer wait sorts more of them into event-time order.
 POOL_BATCH_MAX = 2000
 POOL_BATCH_WITHIN_S = 0.2
+# Bytes per Kafka record batch the Outbox builds (the broker's default limit is 1 MiB).
+RECORD_BATCH_BYTES = 256 * 1024
+# Keys whose partition the Outbox remembers before it starts over.
+PARTITION_CACHE = 100_000
 
 
 class Outbox:
-    """The records of one batch, sent straight through the app's aiokafka producer.
+    """The records of one batch, built into one Kafka record batch per topic partition.
 
-    `send` only queues a record in the producer (which batches per partition); `delivered`
-    waits until the broker has acknowledged all of them. A record that cannot be delivered
-    (aiokafka gave up retrying) halts the process, as kill -9 would: the batch's offsets are
-    acked by `take_events` even when its body raises, so raising could commit them.
+    `add` appends a record to the open batch of its partition (aiokafka's `BatchBuilder`: no
+    future, no coroutine per record); `delivered` hands every batch to the app's aiokafka
+    producer, waits until the broker has acknowledged all of them and returns the offset of
+    the last record per (topic, partition). A batch that cannot be delivered (aiokafka gave up
+    retrying) halts the process, as kill -9 would: `take_events` acks a batch's records even
+    when its body raises, so raising could commit them.
     """
 
-    def __init__(self, app: faust.App) -> None:
+    def __init__(self, app: faust.App, partitions: int) -> None:
         self._app = app
-        self._pending: list[asyncio.Future[Any]] = []
+        self._all_partitions = list(range(partitions))
+        self._partition_of: dict[bytes, int] = {}
+        self._open: dict[tuple[str, int], Any] = {}
+        self._full: list[tuple[str, int, Any]] = []
 
-    async def send(
+    def _producer(self) -> Any:
+        return self._app.producer._ensure_producer()  # type: ignore[attr-defined]
+
+    def _partition(self, key: bytes) -> int:
+        # The producer's default partitioner (murmur2, as Java's), on every topic's partition
+        # count; pure Python, so cached (keys repeat: pools, profiles, installs).
+        partition = self._partition_of.get(key)
+        if partition is None:
+            if len(self._partition_of) >= PARTITION_CACHE:
+                self._partition_of.clear()
+            partition = self._producer()._partitioner(key, self._all_partitions, None)
+            self._partition_of[key] = partition
+        return partition
+
+    def add(
         self, topic: str, key: bytes, value: bytes | None, partition: int | None = None
-    ) -> asyncio.Future[Any]:
-        producer = self._app.producer._ensure_producer()  # type: ignore[attr-defined]
-        future: asyncio.Future[Any] = await producer.send(
-            topic, value, key=key, partition=partition
-        )
-        self._pending.append(future)
-        return future
+    ) -> None:
+        if partition is None:
+            partition = self._partition(key)
+        tp = (topic, partition)
+        builder = self._open.get(tp)
+        if builder is None:
+            builder = self._open[tp] = self._producer().create_batch()
+        if builder.append(timestamp=None, key=key, value=value) is None:
+            # Full: keep it for `delivered` (in order) and start the next one, which takes
+            # its first record whatever its size.
+            self._full.append((topic, partition, builder))
+            builder = self._open[tp] = self._producer().create_batch()
+            builder.append(timestamp=None, key=key, value=value)
 
-    async def delivered(self) -> None:
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
+    async def delivered(self) -> dict[tuple[str, int], int]:
+        batches = [*self._full, *((t, p, b) for (t, p), b in self._open.items())]
+        self._full, self._open = [], {}
+        if not batches:
+            return {}
+        producer = self._producer()
         try:
-            await asyncio.gather(*pending)
+            sent = [
+                (
+                    topic,
+                    partition,
+                    builder.record_count(),
+                    await producer.send_batch(builder, topic, partition=partition),
+                )
+                for topic, partition, builder in batches
+            ]
+            await asyncio.gather(*(future for *_, future in sent))
         except (KafkaError, OSError):
             logger.critical("records of a batch could not be delivered; halting", exc_info=True)
             logging.shutdown()
             os._exit(70)
+        # Batches of one partition were sent in order, so the last one's offsets are the highest.
+        return {(t, p): future.result().offset + count - 1 for t, p, count, future in sent}
 
 
 def _broker_url(servers: str) -> list[str]:
@@ -153,6 +196,7 @@ def create_app(settings: Settings) -> faust.App:
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_batch_size=RECORD_BATCH_BYTES,
         **web_options(settings),
     )
 
@@ -200,26 +244,27 @@ def create_app(settings: Settings) -> faust.App:
     decisions_name = decisions_topic.get_topic_name()
     output_names = {kind: t.get_topic_name() for kind, t in outputs.items()}
     # One per agent: each waits for its own batch's records only.
-    install_outbox = Outbox(app)
-    pool_outbox = Outbox(app)
+    install_outbox = Outbox(app, partitions)
+    pool_outbox = Outbox(app, partitions)
 
-    async def send(outbox: Outbox, result: StageResult) -> None:
+    def send(outbox: Outbox, result: StageResult) -> None:
         metrics.observe_result(result)
         for message in result.messages:
             if isinstance(message, Claim):
-                await outbox.send(claims_name, message.pool.encode(), encode_claim(message))
+                outbox.add(claims_name, message.pool.encode(), encode_claim(message))
             else:
-                await outbox.send(
+                outbox.add(
                     decisions_name,
                     message.push_registration_id.encode(),
                     encode_decision(message),
                 )
-        await send_outputs(outbox, result.outputs)
+        send_outputs(outbox, result.outputs)
 
-    async def send_outputs(outbox: Outbox, records: Iterable[Output]) -> None:
+    def send_outputs(outbox: Outbox, records: Iterable[Output]) -> None:
+        dumps = orjson.dumps
         for out in records:
-            value = None if out.value is None else orjson.dumps(out.value)
-            await outbox.send(output_names[out.topic], out.key.encode(), value)
+            value = None if out.value is None else dumps(out.value)
+            outbox.add(output_names[out.topic], out.key.encode(), value)
 
     input_channel = app.topic(
         topics.events, topics.decisions, partitions=partitions, key_type=bytes, value_type=bytes
@@ -235,16 +280,16 @@ def create_app(settings: Settings) -> faust.App:
                 raw: bytes = message.value or b""
                 if message.topic == topics.decisions:
                     decision: LinkDecision = decode_decision(raw)
-                    await send(install_outbox, apply_decision(install_tables, decision, rules))
+                    send(install_outbox, apply_decision(install_tables, decision, rules))
                     continue
                 meta = _meta(message)
                 decoded = decode(raw, meta)
                 metrics.observe_input(decoded)
                 if isinstance(decoded, Rejection):
                     rejected = dead_letter(raw, meta, decoded.reason, decoded.detail)
-                    await send(install_outbox, StageResult(outputs=(rejected,)))
+                    send(install_outbox, StageResult(outputs=(rejected,)))
                     continue
-                await send(install_outbox, apply_event(install_tables, decoded, raw, meta, rules))
+                send(install_outbox, apply_event(install_tables, decoded, raw, meta, rules))
             # Before take_events acks the batch: its records and table writes are delivered.
             await install_store.write(install_outbox)
 
@@ -257,7 +302,7 @@ def create_app(settings: Settings) -> faust.App:
             claims.sort(key=lambda c: (c[0].order, c[0].push_registration_id, c[0].seq))
             for claim, event in claims:
                 _current_event.set(weakref.ref(event))
-                await send(pool_outbox, apply_claim(pool_tables, claim, rules))
+                send(pool_outbox, apply_claim(pool_tables, claim, rules))
             await pool_store.write(pool_outbox)
 
     return app

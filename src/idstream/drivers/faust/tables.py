@@ -20,7 +20,6 @@ RocksDB directly (Faust offers no ordered iteration).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
@@ -47,11 +46,13 @@ DELETED = _Deleted()
 class RecordSender(Protocol):
     """Where a batch's records go (drivers/faust/app.py's Outbox)."""
 
-    async def send(
+    def add(
         self, topic: str, key: bytes, value: bytes | None, partition: int | None = None
-    ) -> asyncio.Future[Any]: ...
+    ) -> None: ...
 
-    async def delivered(self) -> None: ...
+    async def delivered(self) -> dict[tuple[str, int], int]:
+        """Send and wait for everything added; the last offset per (topic, partition)."""
+        ...
 
 
 class _Message(NamedTuple):
@@ -156,19 +157,20 @@ class FaustTableFactory:
         persisted offset never points past a changelog record that was not delivered.
         """
         topic = self._table.changelog_topic.get_topic_name()
-        sent: list[tuple[asyncio.Future[Any], int, bytes, bytes | None]] = []
-        for table in self._tables:
-            for partition, key, value in table.drain():
-                future = await sender.send(topic, key, value, partition)
-                sent.append((future, partition, key, value))
-        await sender.delivered()
-        if sent:
+        changes = [change for table in self._tables for change in table.drain()]
+        for partition, key, value in changes:
+            sender.add(topic, key, value, partition)
+        offsets = await sender.delivered()
+        if changes:
+            # Faust keeps the highest offset per partition as its persisted offset: the
+            # offset of the partition's last changelog record of this batch.
+            tps = {p: TP(topic, p) for p, _, _ in changes}
             records = [
-                _Record(_Message(TP(topic, part), part, fut.result().offset, key, value))
-                for fut, part, key, value in sent
+                _Record(_Message(tps[p], p, offsets[(topic, p)], key, value))
+                for p, key, value in changes
             ]
             self._table.data.apply_changelog_batch(records, to_key=None, to_value=None)
-        return len(sent)
+        return len(changes)
 
 
 def close_on_stop(table: Any) -> None:
