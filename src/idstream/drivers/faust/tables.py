@@ -20,6 +20,7 @@ RocksDB directly (Faust offers no ordered iteration).
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterator
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
@@ -80,6 +81,8 @@ class FaustStateTable(Generic[V]):
         self._decode = codec.decode
         # full key -> (partition, value or DELETED), written at the end of the batch.
         self._pending: dict[bytes, tuple[int, Any]] = {}
+        # partition -> its held keys, sorted: a scan finds its range by bisection.
+        self._pending_keys: dict[int, list[bytes]] = {}
 
     def get(self, key: str) -> V | None:
         full = self._prefix + key.encode("utf-8")
@@ -91,10 +94,17 @@ class FaustStateTable(Generic[V]):
         return None if raw is None else self._decode(raw)
 
     def put(self, key: str, value: V) -> None:
-        self._pending[self._prefix + key.encode("utf-8")] = (_partition(), value)
+        self._hold(self._prefix + key.encode("utf-8"), value)
 
     def delete(self, key: str) -> None:
-        self._pending[self._prefix + key.encode("utf-8")] = (_partition(), DELETED)
+        self._hold(self._prefix + key.encode("utf-8"), DELETED)
+
+    def _hold(self, full: bytes, value: Any) -> None:
+        partition = _partition()
+        held = self._pending.get(full)
+        if held is None or held[0] != partition:
+            insort(self._pending_keys.setdefault(partition, []), full)
+        self._pending[full] = (partition, value)
 
     def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
         start = self._prefix + prefix.encode("utf-8")
@@ -110,8 +120,14 @@ class FaustStateTable(Generic[V]):
             if not raw_key.startswith(start):
                 break
             merged[raw_key] = raw_value
-        for full, (part, value) in self._pending.items():
-            if part == partition and full.startswith(start):
+        held = self._pending_keys.get(partition, [])
+        pending = self._pending
+        for i in range(bisect_left(held, start), len(held)):
+            full = held[i]
+            if not full.startswith(start):
+                break
+            part, value = pending[full]
+            if part == partition:
                 merged[full] = value
         skip = len(self._prefix)
         # A snapshot, so the caller may write while it iterates (as DictTable allows).
@@ -125,6 +141,7 @@ class FaustStateTable(Generic[V]):
     def drain(self) -> Iterator[tuple[int, bytes, bytes | None]]:
         """The held changes as (partition, key, value bytes or None for a delete); clears them."""
         pending, self._pending = self._pending, {}
+        self._pending_keys = {}
         encode = self._encode
         for full, (partition, value) in pending.items():
             yield partition, full, None if value is DELETED else encode(value)
