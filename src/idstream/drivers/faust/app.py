@@ -91,8 +91,9 @@ class Outbox:
         return self._app.producer._ensure_producer()  # type: ignore[attr-defined]
 
     def _partition(self, key: bytes) -> int:
-        # The producer's default partitioner (murmur2, as Java's), on every topic's partition
-        # count; pure Python, so cached (keys repeat: pools, profiles, installs).
+        # The producer's default partitioner (murmur2, as Java's) over `partitions`, which every
+        # idstream topic has (topics.ensure_topics refuses any other count); pure Python, so
+        # cached (keys repeat: pools, profiles, installs).
         partition = self._partition_of.get(key)
         if partition is None:
             if len(self._partition_of) >= PARTITION_CACHE:
