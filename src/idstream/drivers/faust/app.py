@@ -8,21 +8,27 @@ Driver layer; the only place that imports faust besides drivers/faust/tables.py.
                                                       └─> resolved-events, dead-letter
     idstream.internal.claims ─> pool agent ─> decisions, profile-changes, profiles, dead-letter
 
-Each agent handles a batch of records at a time (fewer wake-ups), but sets Faust's current
-event to each record in turn, so every table write lands in that record's partition and every
-output is attached to that record's offset: Faust publishes attached records before it commits
-the offset, which is what makes delivery at-least-once.
+Each agent handles a batch of records at a time (fewer wake-ups) and sets Faust's current
+event to each record in turn, so every table write lands in that record's partition. Outputs,
+claims, decisions and changelog records are built into one Kafka record batch per topic
+partition (`Outbox`, no Faust `Topic.send` per record) and handed to the aiokafka producer at
+the end of the batch, whose body waits for all of them to be delivered before it returns, i.e.
+before `take_events` acks the batch's records: an offset is never committed before its outputs
+are delivered (at-least-once).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import weakref
 from collections.abc import Iterable
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
 from faust.streams import _current_event
 from mode import CrashingSupervisor
 
@@ -47,7 +53,7 @@ from idstream.drivers.faust.serde import (
     encode_decision,
 )
 from idstream.drivers.faust.tables import FaustTableFactory, close_on_stop
-from idstream.drivers.faust.topics import records_between
+from idstream.drivers.faust.topics import group_start_offset, records_between
 from idstream.drivers.faust.web import install_api, web_options
 from idstream.settings import Settings, load_settings
 from idstream.storage.partitions import INSTALL_TABLE, POOL_TABLE
@@ -60,11 +66,84 @@ BATCH_WITHIN_S = 0.02
 # Claims are few but each costs more; a longer wait sorts more of them into event-time order.
 POOL_BATCH_MAX = 2000
 POOL_BATCH_WITHIN_S = 0.2
+# Bytes per Kafka record batch the Outbox builds (the broker's default limit is 1 MiB).
+RECORD_BATCH_BYTES = 256 * 1024
+# Keys whose partition the Outbox remembers before it starts over.
+PARTITION_CACHE = 100_000
 
 
-def _last_per_partition(batch: Iterable[Any]) -> dict[int, Any]:
-    """partition -> the batch's last event of it (held table writes are sent with it)."""
-    return {event.message.partition: event for event in batch}
+class Outbox:
+    """The records of one batch, built into one Kafka record batch per topic partition.
+
+    `add` appends a record to the open batch of its partition (aiokafka's `BatchBuilder`: no
+    future, no coroutine per record); `delivered` hands every batch to the app's aiokafka
+    producer, waits until the broker has acknowledged all of them and returns the offset of
+    the last record per (topic, partition). A batch that cannot be delivered (aiokafka gave up
+    retrying) halts the process, as kill -9 would: `take_events` acks a batch's records even
+    when its body raises, so raising could commit them.
+    """
+
+    def __init__(self, app: faust.App, partitions: int) -> None:
+        self._app = app
+        self._all_partitions = list(range(partitions))
+        self._partition_of: dict[bytes, int] = {}
+        self._open: dict[tuple[str, int], Any] = {}
+        self._full: list[tuple[str, int, Any]] = []
+
+    def _producer(self) -> Any:
+        return self._app.producer._ensure_producer()  # type: ignore[attr-defined]
+
+    def _partition(self, key: bytes) -> int:
+        # The producer's default partitioner (murmur2, as Java's) over `partitions`, which every
+        # idstream topic has (topics.ensure_topics refuses any other count); pure Python, so
+        # cached (keys repeat: pools, profiles, installs).
+        partition = self._partition_of.get(key)
+        if partition is None:
+            if len(self._partition_of) >= PARTITION_CACHE:
+                self._partition_of.clear()
+            partition = self._producer()._partitioner(key, self._all_partitions, None)
+            self._partition_of[key] = partition
+        return partition
+
+    def add(
+        self, topic: str, key: bytes, value: bytes | None, partition: int | None = None
+    ) -> None:
+        if partition is None:
+            partition = self._partition(key)
+        tp = (topic, partition)
+        builder = self._open.get(tp)
+        if builder is None:
+            builder = self._open[tp] = self._producer().create_batch()
+        if builder.append(timestamp=None, key=key, value=value) is None:
+            # Full: keep it for `delivered` (in order) and start the next one, which takes
+            # its first record whatever its size.
+            self._full.append((topic, partition, builder))
+            builder = self._open[tp] = self._producer().create_batch()
+            builder.append(timestamp=None, key=key, value=value)
+
+    async def delivered(self) -> dict[tuple[str, int], int]:
+        batches = [*self._full, *((t, p, b) for (t, p), b in self._open.items())]
+        self._full, self._open = [], {}
+        if not batches:
+            return {}
+        producer = self._producer()
+        try:
+            sent = [
+                (
+                    topic,
+                    partition,
+                    builder.record_count(),
+                    await producer.send_batch(builder, topic, partition=partition),
+                )
+                for topic, partition, builder in batches
+            ]
+            await asyncio.gather(*(future for *_, future in sent))
+        except (KafkaError, OSError):
+            logger.critical("records of a batch could not be delivered; halting", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+        # Batches of one partition were sent in order, so the last one's offsets are the highest.
+        return {(t, p): future.result().offset + count - 1 for t, p, count, future in sent}
 
 
 def hold_back(batch: Iterable[Any]) -> None:
@@ -133,6 +212,7 @@ def create_app(settings: Settings) -> faust.App:
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_batch_size=RECORD_BATCH_BYTES,
         **web_options(settings),
     )
 
@@ -176,33 +256,40 @@ def create_app(settings: Settings) -> faust.App:
     metrics = Metrics.for_settings(settings)
     install_api(app, settings, metrics, install_state, pool_state)
 
-    async def send(result: StageResult) -> None:
+    claims_name = claims_topic.get_topic_name()
+    decisions_name = decisions_topic.get_topic_name()
+    output_names = {kind: t.get_topic_name() for kind, t in outputs.items()}
+    # One per agent: each waits for its own batch's records only.
+    install_outbox = Outbox(app, partitions)
+    pool_outbox = Outbox(app, partitions)
+
+    def send(outbox: Outbox, result: StageResult) -> None:
         metrics.observe_result(result)
         for message in result.messages:
             if isinstance(message, Claim):
-                await claims_topic.send(key=message.pool.encode(), value=encode_claim(message))
+                outbox.add(claims_name, message.pool.encode(), encode_claim(message))
             else:
-                await decisions_topic.send(
-                    key=message.push_registration_id.encode(), value=encode_decision(message)
+                outbox.add(
+                    decisions_name,
+                    message.push_registration_id.encode(),
+                    encode_decision(message),
                 )
-        await send_outputs(result.outputs)
+        send_outputs(outbox, result.outputs)
 
-    async def send_outputs(records: Iterable[Output]) -> None:
+    def send_outputs(outbox: Outbox, records: Iterable[Output]) -> None:
+        dumps = orjson.dumps
         for out in records:
-            value = None if out.value is None else orjson.dumps(out.value)
-            await outputs[out.topic].send(key=out.key.encode(), value=value)
+            value = None if out.value is None else dumps(out.value)
+            outbox.add(output_names[out.topic], out.key.encode(), value)
 
     input_channel = app.topic(
         topics.events, topics.decisions, partitions=partitions, key_type=bytes, value_type=bytes
     )
 
     async def start_offset(tp: Any) -> int:
-        # Where delivery resumes after an assignment: faust sought to the committed offset
-        # and keeps it; without one (or below the log start), the log start.
-        consumer: Any = app.consumer
-        committed = consumer._committed_offset.get(tp)
-        earliest = (await consumer.earliest_offsets(tp)).get(tp, 0)
-        return int(max(committed or 0, earliest))
+        # Where delivery resumes after an assignment, asked of the broker: faust's own record
+        # of the committed offset can still be empty when the first records arrive.
+        return await group_start_offset(settings, tp.topic, tp.partition)
 
     async def between(tp: Any, start: int, end: int) -> bool:
         return await records_between(settings, tp.topic, tp.partition, start, end)
@@ -229,35 +316,35 @@ def create_app(settings: Settings) -> faust.App:
     async def install_batch(batch: list[Any]) -> None:
         await delivered(install_continuity, batch)
         for event in batch:
-            # Table writes and attached sends follow Faust's current event.
+            # Table writes follow Faust's current event.
             _current_event.set(weakref.ref(event))
             message = event.message
             raw: bytes = message.value or b""
             if message.topic == topics.decisions:
                 decision: LinkDecision = decode_decision(raw)
-                await send(apply_decision(install_tables, decision, rules))
+                send(install_outbox, apply_decision(install_tables, decision, rules))
                 continue
             meta = _meta(message)
             decoded = decode(raw, meta)
             metrics.observe_input(decoded)
             if isinstance(decoded, Rejection):
                 rejected = dead_letter(raw, meta, decoded.reason, decoded.detail)
-                await send(StageResult(outputs=(rejected,)))
+                send(install_outbox, StageResult(outputs=(rejected,)))
                 continue
-            await send(apply_event(install_tables, decoded, raw, meta, rules))
-        install_store.flush(_last_per_partition(batch))
+            send(install_outbox, apply_event(install_tables, decoded, raw, meta, rules))
+        # Before take_events acks the batch: its records and table writes are delivered.
+        await install_store.write(install_outbox)
 
     async def pool_batch(batch: list[Any]) -> None:
         await delivered(pool_continuity, batch)
-
         claims = [(decode_claim(event.message.value), event) for event in batch]
         # Claims of one batch in the order the pool's log sorts them (event time): the
         # state is the same in any order, but in this one the pool rolls nothing back.
         claims.sort(key=lambda c: (c[0].order, c[0].push_registration_id, c[0].seq))
         for claim, event in claims:
             _current_event.set(weakref.ref(event))
-            await send(apply_claim(pool_tables, claim, rules))
-        pool_store.flush(_last_per_partition(batch))
+            send(pool_outbox, apply_claim(pool_tables, claim, rules))
+        await pool_store.write(pool_outbox)
 
     # A stage that raises (or is cancelled mid-batch) stops the worker (CrashingSupervisor)
     # instead of being restarted on the records after its batch: a restarted worker must start

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
@@ -156,6 +157,39 @@ def pipeline_topics(settings: Settings) -> list[str]:
     return [t.events, t.claims, t.decisions]
 
 
+def _consumer(settings: Settings, **options: Any) -> Any:
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        security_protocol=settings.security_protocol,
+        sasl_mechanism=settings.sasl_mechanism or "PLAIN",
+        sasl_plain_username=settings.sasl_username,
+        sasl_plain_password=settings.sasl_password,
+        enable_auto_commit=False,
+        **options,
+    )
+
+
+async def group_start_offset(settings: Settings, topic: str, partition: int) -> int:
+    """Where the worker group resumes a partition: its committed offset, or the log start
+    when nothing is committed or retention has passed the committed offset.
+
+    Asks the broker (an offset fetch, without joining the group), not faust's memory.
+    """
+    from aiokafka import TopicPartition
+
+    consumer = _consumer(settings, group_id=settings.app_id)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        committed = await consumer.committed(tp)
+        earliest = (await consumer.beginning_offsets([tp]))[tp]
+        return int(max(committed or 0, earliest))
+    finally:
+        await consumer.stop()
+
+
 async def records_between(
     settings: Settings, topic: str, partition: int, start: int, end: int
 ) -> bool:
@@ -164,16 +198,9 @@ async def records_between(
     Offsets without a record exist: transaction markers take one each. Unsure (nothing read
     within the timeout) counts as yes.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        security_protocol=settings.security_protocol,
-        sasl_mechanism=settings.sasl_mechanism or "PLAIN",
-        sasl_plain_username=settings.sasl_username,
-        sasl_plain_password=settings.sasl_password,
-        enable_auto_commit=False,
-    )
+    consumer = _consumer(settings)
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)
