@@ -213,6 +213,10 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_batch_size=RECORD_BATCH_BYTES,
+        # On stop, commit what is acked and go: waiting for every record in flight would wait
+        # forever for the records buffered behind an agent that crashed (see `hold_back`);
+        # records not acked are processed again after the restart (at-least-once).
+        stream_wait_empty=False,
         **web_options(settings),
     )
 
