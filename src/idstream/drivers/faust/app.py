@@ -24,7 +24,7 @@ import logging
 import os
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 import orjson
@@ -44,7 +44,7 @@ from idstream.domain.messages import (
     dead_letter,
 )
 from idstream.domain.pool import apply_claim, open_pool_tables
-from idstream.drivers.faust.continuity import RESTART, Continuity, RestartRequested
+from idstream.drivers.faust.continuity import Continuity, RestartRequested
 from idstream.drivers.faust.metrics import Metrics
 from idstream.drivers.faust.serde import (
     decode_claim,
@@ -156,6 +156,23 @@ def hold_back(batch: Iterable[Any]) -> None:
     """
     for event in batch:
         event.message.acked = True
+
+
+# Exit codes of a worker that stops itself: a stage raised; records were not delivered.
+EXIT_STAGE_FAILED = 70
+EXIT_RESTART = 75
+
+
+def halt(code: int, reason: str) -> NoReturn:
+    """Stop the process now, as kill -9 would: nothing more is committed or written.
+
+    faust's graceful stop after an agent crash can hang (waiting for the consumer and its
+    commits), so a worker that cannot go on leaves at once; its uncommitted batches are
+    processed again by the next worker, the at-least-once path the kill -9 tests cover.
+    """
+    logger.critical("halting (exit %d): %s", code, reason)
+    logging.shutdown()
+    os._exit(code)
 
 
 def _broker_url(servers: str) -> list[str]:
@@ -312,10 +329,13 @@ def create_app(settings: Settings) -> faust.App:
         """Raise RestartRequested when faust lost records before this batch."""
         gap = await continuity.check((e.message.tp, e.message.offset) for e in batch)
         if gap is not None:
-            error = RestartRequested(gap)
-            logger.error("%s", error)
-            RESTART.request(str(error))
-            raise error
+            raise RestartRequested(gap)
+
+    def stopped(exc: BaseException) -> NoReturn:
+        if isinstance(exc, RestartRequested):
+            halt(EXIT_RESTART, str(exc))
+        logger.critical("a stage failed; its batch stays uncommitted", exc_info=exc)
+        halt(EXIT_STAGE_FAILED, repr(exc))
 
     async def install_batch(batch: list[Any]) -> None:
         await delivered(install_continuity, batch)
@@ -350,9 +370,10 @@ def create_app(settings: Settings) -> faust.App:
             send(pool_outbox, apply_claim(pool_tables, claim, rules))
         await pool_store.write(pool_outbox)
 
-    # A stage that raises (or is cancelled mid-batch) stops the worker (CrashingSupervisor)
-    # instead of being restarted on the records after its batch: a restarted worker must start
-    # from the failed batch (see `hold_back`). Bad input never raises; it is dead-lettered.
+    # A stage that raises stops the worker at once (`halt`) instead of being restarted on the
+    # records after its batch: a restarted worker must start from the failed batch (see
+    # `hold_back`). Bad input never raises; it is dead-lettered. A batch cancelled by a
+    # graceful stop is held back too, and processed again after the restart.
     @app.agent(
         input_channel,
         name="install-stage",
@@ -363,9 +384,12 @@ def create_app(settings: Settings) -> faust.App:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             try:
                 await install_batch(batch)
-            except BaseException:
+            except asyncio.CancelledError:
                 hold_back(batch)
                 raise
+            except Exception as exc:  # noqa: BLE001 (any failure halts the worker)
+                hold_back(batch)
+                stopped(exc)
 
     @app.agent(
         claims_topic, name="pool-stage", concurrency=1, supervisor_strategy=CrashingSupervisor
@@ -374,9 +398,12 @@ def create_app(settings: Settings) -> faust.App:
         async for batch in stream.take_events(POOL_BATCH_MAX, within=POOL_BATCH_WITHIN_S):
             try:
                 await pool_batch(batch)
-            except BaseException:
+            except asyncio.CancelledError:
                 hold_back(batch)
                 raise
+            except Exception as exc:  # noqa: BLE001 (any failure halts the worker)
+                hold_back(batch)
+                stopped(exc)
 
     return app
 

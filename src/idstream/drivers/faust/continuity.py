@@ -12,8 +12,8 @@ pool after a restart under load.
 each batch before it is processed. A batch that starts past the expected offset is a gap,
 unless Kafka holds no record in between (transaction markers take offsets too), which a
 second look at the partition settles. On a real gap the agent holds the batch back and the
-worker restarts from the committed offsets (`RestartRequested`; `idstream worker` re-executes
-itself), which is the one way back that faust leaves open.
+worker exits with code 75 (`RestartRequested`), to be restarted from the committed offsets,
+which is the one way back that faust leaves open (`idstream rebuild` restarts its worker).
 """
 
 from __future__ import annotations
@@ -47,19 +47,6 @@ class RestartRequested(RuntimeError):
             "to the agent; restarting from the committed offsets"
         )
         self.gap = gap
-
-
-class RestartFlag:
-    """Set by an agent that found a gap; read by `idstream worker` once Faust has stopped."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-
-    def request(self, reason: str) -> None:
-        self.reason = reason
-
-
-RESTART = RestartFlag()
 
 
 class Continuity:
