@@ -326,10 +326,10 @@ def create_app(settings: Settings) -> faust.App:
     assigned.connect(_delivery_restarts)
 
     async def delivered(continuity: Continuity, batch: list[Any]) -> None:
-        """Raise RestartRequested when faust lost records before this batch."""
+        """Log an error when faust lost records before this batch."""
         gap = await continuity.check((e.message.tp, e.message.offset) for e in batch)
         if gap is not None:
-            raise RestartRequested(gap)
+            logger.error("%s", RestartRequested(gap))
 
     def stopped(exc: BaseException) -> NoReturn:
         if isinstance(exc, RestartRequested):

@@ -11,9 +11,10 @@ pool after a restart under load.
 `Continuity` follows the next expected offset of every partition an agent reads and looks at
 each batch before it is processed. A batch that starts past the expected offset is a gap,
 unless Kafka holds no record in between (transaction markers take offsets too), which a
-second look at the partition settles. On a real gap the agent holds the batch back and the
-worker exits with code 75 (`RestartRequested`), to be restarted from the committed offsets,
-which is the one way back that faust leaves open (`idstream rebuild` restarts its worker).
+second look at the partition settles. A real gap is logged as an error (the skipped records
+stay uncommitted, so the group's lag stays above 0 and a restart processes them); the worker
+goes on. Stopping the worker on a gap was tried and dropped: a worker joining a group saw
+gaps right after its first assignment, and halting there failed the two-worker test.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class RestartRequested(RuntimeError):
     def __init__(self, gap: Gap) -> None:
         super().__init__(
             f"records {gap.expected}..{gap.got - 1} of {gap.partition} were not delivered "
-            "to the agent; restarting from the committed offsets"
+            "to the agent; they stay uncommitted until the worker restarts"
         )
         self.gap = gap
 
@@ -70,15 +71,17 @@ class Continuity:
         """The first gap in these (partition, offset) pairs, in arrival order, or None.
 
         An offset below the expected one is a redelivery (the stages are idempotent), not a
-        gap. Offsets are only taken as seen when the whole batch is free of gaps.
+        gap. Every offset is taken as seen, so a gap is reported once.
         """
         seen = dict(self._next)
+        gap: Gap | None = None
         for tp, offset in records:
             expected = seen.get(tp)
             if expected is None:
                 expected = await self._start_offset(tp)
-            if offset > expected and await self._records_between(tp, expected, offset):
-                return Gap(tp, expected, offset)
+            missing = gap is None and offset > expected
+            if missing and await self._records_between(tp, expected, offset):
+                gap = Gap(tp, expected, offset)
             seen[tp] = max(expected, offset + 1)
         self._next = seen
-        return None
+        return gap
