@@ -29,7 +29,6 @@ def _bar(done: int, total: int, started: float, width: int = 30) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from idstream.devbroker import die_with_parent
-    from idstream.drivers.faust.app import EXIT_RESTART
     from idstream.drivers.faust.rebuild import reset
     from idstream.drivers.faust.topics import group_lag, pipeline_topics
     from idstream.errors import IdstreamError
@@ -53,19 +52,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         while caught_up < 2:  # twice: a decision can make the install stage send more
             if worker.poll() is not None:
-                if worker.returncode != EXIT_RESTART:
-                    print(
-                        f"\nidstream rebuild: the worker exited ({worker.returncode})",
-                        file=sys.stderr,
-                    )
-                    return 1
-                # Records faust did not deliver: go on from the committed offsets.
-                worker = subprocess.Popen(
-                    command,
-                    env=dict(os.environ),
-                    start_new_session=True,
-                    preexec_fn=die_with_parent,
+                print(
+                    f"\nidstream rebuild: the worker exited ({worker.returncode})",
+                    file=sys.stderr,
                 )
+                return 1
             if time.monotonic() - started > args.timeout:
                 print("\nidstream rebuild: timed out", file=sys.stderr)
                 return 1

@@ -3,9 +3,8 @@
 Entry point (driver layer). Start more workers with the same settings to scale out; Kafka's
 consumer group spreads the partitions over them.
 
-Exit codes: 70, a stage raised (its batch stays uncommitted); 75, faust did not deliver
-records (drivers/faust/continuity.py). Restart the worker on either, as on any crash: it goes
-on from the committed offsets.
+Exit code 70: a stage raised (its batch stays uncommitted). Restart the worker, as on any
+crash: it goes on from the committed offsets.
 """
 
 from __future__ import annotations
