@@ -112,16 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def follow(settings: Any, roles: dict[str, str], from_beginning: bool, limit: int) -> int:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        security_protocol=settings.security_protocol,
-        sasl_mechanism=settings.sasl_mechanism or "PLAIN",
-        sasl_plain_username=settings.sasl_username,
-        sasl_plain_password=settings.sasl_password,
-        enable_auto_commit=False,
-    )
+    from idstream.drivers.faust.topics import consumer as kafka_consumer
+
+    consumer = kafka_consumer(settings)
     await consumer.start()
     try:
         tps: list[TopicPartition] = []

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         while caught_up < 2:  # twice: a decision can make the install stage send more
             if worker.poll() is not None:
                 print(
-                    f"\nidstream rebuild: the worker exited ({worker.returncode})", file=sys.stderr
+                    f"\nidstream rebuild: the worker exited ({worker.returncode})",
+                    file=sys.stderr,
                 )
                 return 1
             if time.monotonic() - started > args.timeout:

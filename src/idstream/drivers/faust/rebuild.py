@@ -18,11 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import GroupIdNotFound, NonEmptyGroup, for_code
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from idstream.drivers.faust.topics import admin_client, changelog_topics, ensure_topics
+from idstream.drivers.faust.topics import consumer as kafka_consumer
 from idstream.errors import ConfigurationError
 from idstream.settings import Settings
 
@@ -68,7 +69,7 @@ async def reset(settings: Settings) -> int:
 
 
 async def _offsets(settings: Settings, tps: list[TopicPartition], *, end: bool) -> dict[Any, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    consumer = kafka_consumer(settings)
     await consumer.start()
     try:
         found = await (consumer.end_offsets(tps) if end else consumer.beginning_offsets(tps))

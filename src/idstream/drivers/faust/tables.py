@@ -4,21 +4,28 @@ Driver layer. Each stage keeps all its logical tables in ONE Faust table (one ch
 one RocksDB per partition); a logical table is a key prefix `name\\x00`, the layout of
 storage/rocks.py.
 
-Writes are held per batch: reads and scans see them at once, and `FaustTableFactory.flush`
-writes each changed key once, through Faust, at the end of the batch. So a key written by many
-events of a batch (an install's record, the pool's log tail) costs one RocksDB write and one
-changelog record per batch, not one per event. A crash before the flush loses the batch's
-writes together with its uncommitted offsets, so the batch is simply processed again.
-Ordered scans read the partition's RocksDB directly (Faust offers no ordered iteration).
+Writes are held per batch: reads and scans see them at once, and `FaustTableFactory.write`
+writes each changed key once at the end of the batch. So a key written by many events of a
+batch (an install's record, the pool's log tail) costs one changelog record and one RocksDB
+write per batch, not one per event. The changelog records go straight to the producer with
+the batch's other records; once all are delivered, each partition's changes and the offset of
+its last changelog record (Faust's "persisted offset", where its recovery resumes reading the
+changelog) go into that partition's RocksDB in one WriteBatch, the way Faust's own recovery
+applies changelog records (`Store.apply_changelog_batch`). A crash before the changelog is
+delivered loses the batch's writes together with its uncommitted offsets, so the batch is
+processed again; a crash after it but before the RocksDB write is repaired by Faust's recovery
+reading the changelog from the persisted offset. Gets and ordered scans read the partition's
+RocksDB directly (Faust offers no ordered iteration).
 """
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from bisect import bisect_left, insort
+from collections.abc import Iterator
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
-from faust.streams import _current_event, current_event
+from faust.streams import current_event
+from faust.types import TP
 
 from idstream.domain.ports import StateTable
 from idstream.storage.codec import ValueCodec
@@ -37,6 +44,32 @@ class _Deleted:
 DELETED = _Deleted()
 
 
+class RecordSender(Protocol):
+    """Where a batch's records go (drivers/faust/app.py's Outbox)."""
+
+    def add(
+        self, topic: str, key: bytes, value: bytes | None, partition: int | None = None
+    ) -> None: ...
+
+    async def delivered(self) -> dict[tuple[str, int], int]:
+        """Send and wait for everything added; the last offset per (topic, partition)."""
+        ...
+
+
+class _Message(NamedTuple):
+    """What `Store.apply_changelog_batch` reads of a changelog record."""
+
+    tp: Any
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes | None
+
+
+class _Record(NamedTuple):
+    message: _Message
+
+
 class FaustStateTable(Generic[V]):
     """One logical table inside a Faust table (raw keys and values)."""
 
@@ -48,6 +81,8 @@ class FaustStateTable(Generic[V]):
         self._decode = codec.decode
         # full key -> (partition, value or DELETED), written at the end of the batch.
         self._pending: dict[bytes, tuple[int, Any]] = {}
+        # partition -> its held keys, sorted: a scan finds its range by bisection.
+        self._pending_keys: dict[int, list[bytes]] = {}
 
     def get(self, key: str) -> V | None:
         full = self._prefix + key.encode("utf-8")
@@ -55,14 +90,21 @@ class FaustStateTable(Generic[V]):
         if held is not None:
             value = held[1]
             return None if value is DELETED else value
-        raw = self._table.get(full)
+        raw = self._table.data._db_for_partition(_partition()).get(full)
         return None if raw is None else self._decode(raw)
 
     def put(self, key: str, value: V) -> None:
-        self._pending[self._prefix + key.encode("utf-8")] = (_partition(), value)
+        self._hold(self._prefix + key.encode("utf-8"), value)
 
     def delete(self, key: str) -> None:
-        self._pending[self._prefix + key.encode("utf-8")] = (_partition(), DELETED)
+        self._hold(self._prefix + key.encode("utf-8"), DELETED)
+
+    def _hold(self, full: bytes, value: Any) -> None:
+        partition = _partition()
+        held = self._pending.get(full)
+        if held is None or held[0] != partition:
+            insort(self._pending_keys.setdefault(partition, []), full)
+        self._pending[full] = (partition, value)
 
     def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
         start = self._prefix + prefix.encode("utf-8")
@@ -78,8 +120,14 @@ class FaustStateTable(Generic[V]):
             if not raw_key.startswith(start):
                 break
             merged[raw_key] = raw_value
-        for full, (part, value) in self._pending.items():
-            if part == partition and full.startswith(start):
+        held = self._pending_keys.get(partition, [])
+        pending = self._pending
+        for i in range(bisect_left(held, start), len(held)):
+            full = held[i]
+            if not full.startswith(start):
+                break
+            part, value = pending[full]
+            if part == partition:
                 merged[full] = value
         skip = len(self._prefix)
         # A snapshot, so the caller may write while it iterates (as DictTable allows).
@@ -90,19 +138,13 @@ class FaustStateTable(Generic[V]):
             decoded = self._decode(value) if isinstance(value, bytes) else value
             yield full[skip:].decode("utf-8"), decoded
 
-    def flush(self, events: Mapping[int, Any]) -> int:
-        """Write the held changes through Faust; `events` maps partition -> an event of it."""
-        written = 0
-        for full, (partition, value) in self._pending.items():
-            # Faust sends the changelog record to the current event's partition.
-            _current_event.set(weakref.ref(events[partition]))
-            if value is DELETED:
-                del self._table[full]
-            else:
-                self._table[full] = self._encode(value)
-            written += 1
-        self._pending.clear()
-        return written
+    def drain(self) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """The held changes as (partition, key, value bytes or None for a delete); clears them."""
+        pending, self._pending = self._pending, {}
+        self._pending_keys = {}
+        encode = self._encode
+        for full, (partition, value) in pending.items():
+            yield partition, full, None if value is DELETED else encode(value)
 
 
 def _partition() -> int:
@@ -125,9 +167,27 @@ class FaustTableFactory:
         self._tables.append(table)
         return table
 
-    def flush(self, events: Mapping[int, Any]) -> int:
-        """End of a batch: write every held change; returns how many keys were written."""
-        return sum(table.flush(events) for table in self._tables)
+    async def write(self, sender: RecordSender) -> int:
+        """End of a batch: changelog, then RocksDB; returns how many keys were written.
+
+        Waits for every record `sender` holds (the batch's outputs too), so that a partition's
+        persisted offset never points past a changelog record that was not delivered.
+        """
+        topic = self._table.changelog_topic.get_topic_name()
+        changes = [change for table in self._tables for change in table.drain()]
+        for partition, key, value in changes:
+            sender.add(topic, key, value, partition)
+        offsets = await sender.delivered()
+        if changes:
+            # Faust keeps the highest offset per partition as its persisted offset: the
+            # offset of the partition's last changelog record of this batch.
+            tps = {p: TP(topic, p) for p, _, _ in changes}
+            records = [
+                _Record(_Message(tps[p], p, offsets[(topic, p)], key, value))
+                for p, key, value in changes
+            ]
+            self._table.data.apply_changelog_batch(records, to_key=None, to_value=None)
+        return len(changes)
 
 
 def close_on_stop(table: Any) -> None:

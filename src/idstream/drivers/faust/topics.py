@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
@@ -50,14 +51,26 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Broker address and security settings, as aiokafka's clients take them."""
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+        "sasl_mechanism": settings.sasl_mechanism or "PLAIN",
+        "sasl_plain_username": settings.sasl_username,
+        "sasl_plain_password": settings.sasl_password,
+    }
+
+
 def admin_client(settings: Settings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
-        security_protocol=settings.security_protocol,
-        sasl_mechanism=settings.sasl_mechanism or "PLAIN",
-        sasl_plain_username=settings.sasl_username,
-        sasl_plain_password=settings.sasl_password,
-    )
+    return AIOKafkaAdminClient(**client_options(settings))
+
+
+def consumer(settings: Settings, **options: Any) -> Any:
+    """An aiokafka consumer for `settings` that commits nothing by itself."""
+    from aiokafka import AIOKafkaConsumer
+
+    return AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, **options)
 
 
 async def ensure_topics(
@@ -130,23 +143,23 @@ async def _partition_counts(
 
 async def group_lag(settings: Settings, topics: list[str]) -> int:
     """Records in `topics` not yet committed by the worker group (0: all processed)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     admin = admin_client(settings)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    client = consumer(settings)
     await admin.start()
-    await consumer.start()
+    await client.start()
     try:
         committed = await admin.list_consumer_group_offsets(settings.app_id)
         tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
-        ends = await consumer.end_offsets(tps)
+        ends = await client.end_offsets(tps)
         lag = 0
         for tp, end in ends.items():
             meta = committed.get(tp)
             lag += max(0, end - (meta.offset if meta is not None and meta.offset >= 0 else 0))
         return lag
     finally:
-        await consumer.stop()
+        await client.stop()
         await admin.close()
 
 
@@ -154,6 +167,25 @@ def pipeline_topics(settings: Settings) -> list[str]:
     """The topics a worker consumes: input, claims and decisions."""
     t = settings.topics
     return [t.events, t.claims, t.decisions]
+
+
+async def group_start_offset(settings: Settings, topic: str, partition: int) -> int:
+    """Where the worker group resumes a partition: its committed offset, or the log start
+    when nothing is committed or retention has passed the committed offset.
+
+    Asks the broker (an offset fetch, without joining the group), not faust's memory.
+    """
+    from aiokafka import TopicPartition
+
+    client = consumer(settings, group_id=settings.app_id)
+    await client.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        committed = await client.committed(tp)
+        earliest = (await client.beginning_offsets([tp]))[tp]
+        return int(max(committed or 0, earliest))
+    finally:
+        await client.stop()
 
 
 async def records_between(
@@ -164,23 +196,16 @@ async def records_between(
     Offsets without a record exist: transaction markers take one each. Unsure (nothing read
     within the timeout) counts as yes.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        security_protocol=settings.security_protocol,
-        sasl_mechanism=settings.sasl_mechanism or "PLAIN",
-        sasl_plain_username=settings.sasl_username,
-        sasl_plain_password=settings.sasl_password,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
+    client = consumer(settings)
+    await client.start()
     try:
         tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        found = await consumer.getmany(tp, timeout_ms=10_000, max_records=1)
+        client.assign([tp])
+        client.seek(tp, start)
+        found = await client.getmany(tp, timeout_ms=10_000, max_records=1)
         records = found.get(tp, [])
         return not records or records[0].offset < end
     finally:
-        await consumer.stop()
+        await client.stop()
