@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
-from aiokafka.errors import GroupIdNotFound, NonEmptyGroup, for_code
+from aiokafka.errors import GroupIdNotFound, KafkaError, NonEmptyGroup, for_code
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from idstream.drivers.faust.topics import admin_client, changelog_topics, ensure_topics
@@ -28,6 +28,7 @@ from idstream.errors import ConfigurationError
 from idstream.settings import Settings
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _group_members(response: Any, group: str) -> int:
@@ -42,7 +43,8 @@ async def reset(settings: Settings) -> int:
     admin = admin_client(settings)
     await admin.start()
     try:
-        for response in await admin.describe_consumer_groups([settings.app_id]):
+        described = await _retrying(lambda: admin.describe_consumer_groups([settings.app_id]))
+        for response in described:
             members = _group_members(response, settings.app_id)
             if members:
                 raise ConfigurationError(
@@ -57,7 +59,7 @@ async def reset(settings: Settings) -> int:
         if doomed:
             await admin.delete_topics(doomed)
             await _wait_gone(admin.list_topics, doomed)
-        await _delete_group(admin, settings.app_id)
+        await _retrying(lambda: _delete_group(admin, settings.app_id))
     finally:
         await admin.close()
     await ensure_topics(settings)
@@ -90,6 +92,21 @@ async def _delete_group(admin: Any, group: str) -> None:
             raise ConfigurationError(f"workers of {name} are running: stop them first")
         if code and code != GroupIdNotFound.errno:
             raise for_code(code)(f"cannot delete the consumer group {name}")
+
+
+async def _retrying(call: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
+    """`call()`, again while Kafka answers with a retriable error (no group coordinator yet
+    on a fresh broker, a coordinator moving) and `timeout` seconds have not passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await call()
+        except KafkaError as exc:
+            if not exc.retriable or loop.time() > deadline:
+                raise
+            logger.info("Kafka: %s; trying again", exc)
+            await asyncio.sleep(0.5)
 
 
 async def _wait_gone(
