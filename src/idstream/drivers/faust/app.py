@@ -53,7 +53,7 @@ from idstream.drivers.faust.serde import (
     encode_decision,
 )
 from idstream.drivers.faust.tables import FaustTableFactory, close_on_stop
-from idstream.drivers.faust.topics import group_start_offset, records_between
+from idstream.drivers.faust.topics import group_start_offset, records_between, ssl_context
 from idstream.drivers.faust.web import install_api, web_options
 from idstream.settings import Settings, load_settings
 from idstream.storage.partitions import INSTALL_TABLE, POOL_TABLE
@@ -196,19 +196,15 @@ def _broker_url(servers: str) -> list[str]:
 def _credentials(settings: Settings) -> Any:
     if settings.security_protocol == "PLAINTEXT":
         return None
-    ssl_context = None
-    if settings.security_protocol.endswith("SSL"):
-        import ssl
-
-        ssl_context = ssl.create_default_context(cafile=settings.ssl_cafile)
+    context = ssl_context(settings)
     if settings.security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
             username=settings.sasl_username,
             password=settings.sasl_password,
             mechanism=settings.sasl_mechanism or "PLAIN",
-            ssl_context=ssl_context,
+            ssl_context=context,
         )
-    return faust.SSLCredentials(ssl_context)
+    return faust.SSLCredentials(context)
 
 
 def _meta(message: Any) -> RecordMeta:

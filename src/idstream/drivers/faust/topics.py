@@ -51,11 +51,21 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
+def ssl_context(settings: Settings) -> Any:
+    """The TLS context of SSL and SASL_SSL (trusting `ssl_cafile`, else the system's CAs)."""
+    if not settings.security_protocol.endswith("SSL"):
+        return None
+    import ssl
+
+    return ssl.create_default_context(cafile=settings.ssl_cafile)
+
+
 def client_options(settings: Settings) -> dict[str, Any]:
     """Broker address and security settings, as aiokafka's clients take them."""
     return {
         "bootstrap_servers": settings.bootstrap_servers,
         "security_protocol": settings.security_protocol,
+        "ssl_context": ssl_context(settings),
         "sasl_mechanism": settings.sasl_mechanism or "PLAIN",
         "sasl_plain_username": settings.sasl_username,
         "sasl_plain_password": settings.sasl_password,
