@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile",
         type=Path,
         default=None,
-        help="py-spy record the (first) 1-worker run's worker into this SVG/speedscope file",
+        help="py-spy the first 1-worker run into this file (.txt: collapsed, else speedscope)",
     )
 
 
