@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("idstream.simulate.cli", "generate seeded SDK traffic to Kafka or a file"),
     "worker": ("idstream.drivers.faust.cli_worker", "run a stream-processing worker"),
     "rebuild": ("idstream.drivers.faust.cli_rebuild", "rebuild state from the input topic"),
+    "export": ("idstream.drivers.faust.export", "write a topic's records to an envelope file"),
     "digest": ("idstream.digest_cli", "print a stable hash of all state tables"),
     "profile": ("idstream.lookup_cli", "look a profile up on a worker (HTTP API), masked"),
     "tail": ("idstream.tail_cli", "follow profile changes (--all: every output topic)"),

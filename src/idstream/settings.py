@@ -16,6 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from idstream.codecs.limits import Limits
 from idstream.domain.config import (
     DEFAULT_BLOCKLIST,
     ConflictMode,
@@ -74,9 +75,18 @@ class Settings:
     max_tags: int = 500
     extra_blocklist: tuple[str, ...] = ()
     launch_dedup_ms: int = 30_000
-    # Decoder limits (codecs/); also before any state is touched.
+    # How long an applied eventId is remembered (SPEC §4.1), in record time.
+    dedup_window_ms: int = 24 * 3600 * 1000
+    # Decoder limits (codecs.Limits): every place that decodes input uses these.
     max_record_bytes: int = 65_536
+    max_string_chars: int = 1024
+    max_attributes: int = 100
+    max_identities_per_kind: int = 20
+    max_tags_per_event: int = 50
     max_future_skew_ms: int = 24 * 3600 * 1000
+    # The input log's order (SPEC §5): a silent input partition a pool waits for gets a tick
+    # record after this long.
+    tick_ms: int = 100
 
     def rules(self) -> RuleConfig:
         """The domain's rule configuration, validated."""
@@ -100,8 +110,10 @@ class Settings:
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid pool rule: {exc}") from exc
-        if self.launch_dedup_ms < 0:
-            raise ConfigurationError("launch_dedup_ms must be >= 0")
+        if self.launch_dedup_ms < 0 or self.dedup_window_ms < 0:
+            raise ConfigurationError("launch_dedup_ms and dedup_window_ms must be >= 0")
+        if self.tick_ms < 1:
+            raise ConfigurationError("tick_ms must be >= 1")
         return RuleConfig(
             pools=MappingProxyType({k: PoolId(v) for k, v in self.pools.items()}),
             pool_rules=MappingProxyType(pool_rules),
@@ -115,7 +127,23 @@ class Settings:
             ),
             blocklist=DEFAULT_BLOCKLIST | {v.strip().lower() for v in self.extra_blocklist},
             launch_dedup_ms=self.launch_dedup_ms,
+            dedup_window_ms=self.dedup_window_ms,
         )
+
+    def limits(self) -> Limits:
+        """The decoder's limits, validated."""
+        values = {
+            "max_record_bytes": self.max_record_bytes,
+            "max_string_chars": self.max_string_chars,
+            "max_attributes": self.max_attributes,
+            "max_identities_per_kind": self.max_identities_per_kind,
+            "max_tags": self.max_tags_per_event,
+            "max_future_skew_ms": self.max_future_skew_ms,
+        }
+        for name, value in values.items():
+            if value < 1:
+                raise ConfigurationError(f"{name} must be >= 1, got {value}")
+        return Limits(**values)
 
     def redacted(self) -> dict[str, Any]:
         """Settings as a dict for logs and `--help` output, secrets replaced by '***'."""
@@ -206,4 +234,5 @@ def load_settings(
     settings = _apply(settings, from_env)
     assert isinstance(settings, Settings)
     settings.rules()  # validate now, not at the first event
+    settings.limits()
     return settings

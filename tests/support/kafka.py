@@ -13,8 +13,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError, for_code
 
+# How idstream creates its input topic (drivers/faust/topics.py): the broker stamps records.
+INPUT_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 
-async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) -> None:
+
+async def create_topics(
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int = 1,
+    configs: dict[str, str] | None = None,
+) -> None:
     """Create the topics (replication 1); existing ones are left alone."""
     names = list(topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -24,7 +32,10 @@ async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int =
     try:
         while True:
             response = await admin.create_topics(
-                [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
+                [
+                    NewTopic(name, partitions, replication_factor=1, topic_configs=configs or {})
+                    for name in names
+                ]
             )
             errors = [
                 (name, code, rest)

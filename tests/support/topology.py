@@ -7,24 +7,35 @@ worker. It waits on conditions (offsets committed) with deadlines, never on fixe
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from idstream.devbroker import free_port
 from idstream.digest import RESOLVER_DIGEST_EXCLUDED, RESOLVER_TABLE_TYPES, state_digest
+from idstream.drivers.faust.export import read_envelopes
+from idstream.drivers.local.driver import LocalDriver
+from idstream.drivers.local.sinks import MemorySink
+from idstream.settings import Settings
 from idstream.storage.partitions import (
     STAGE_TABLES,
     latest_partition_dbs,
     load_tables,
     partition_dbs,
 )
-from tests.support.kafka import all_committed, create_topics, produce, read_all
+from tests.support.kafka import INPUT_CONFIG, all_committed, create_topics, produce, read_all
 from tests.support.names import UniqueNames
 from tests.support.processes import ManagedProcess, ProcessPool
 from tests.support.waiting import wait_for
 
 READY_LINE = "[^Worker]: Ready"
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+    return body.decode("utf-8")
 
 
 @dataclass
@@ -38,6 +49,7 @@ class Topology:
     # Another deployment whose input topic this one reads too.
     shared: Topology | None = None
     workers: list[ManagedProcess] = field(default_factory=list)
+    ports: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.app_id = self.names.app_id(self.app_role)
@@ -62,7 +74,7 @@ class Topology:
             "IDSTREAM_PARTITIONS": str(self.partitions),
             "IDSTREAM_DATA_DIR": str(self.data_dir(worker)),
             # Each worker its own web port (its HTTP server is on by default).
-            "IDSTREAM_HTTP_PORT": str(free_port()),
+            "IDSTREAM_HTTP_PORT": str(self.ports.setdefault(worker, free_port())),
         }
         env.update({f"IDSTREAM_TOPICS__{k.upper()}": v for k, v in self.topics.items()})
         return env
@@ -71,7 +83,8 @@ class Topology:
         return self.root / f"worker-{worker}"
 
     async def create_input(self) -> None:
-        await create_topics(self.bootstrap, [self.topics["events"]], self.partitions)
+        """The input topic, as idstream creates it (the broker stamps record times)."""
+        await create_topics(self.bootstrap, [self.topics["events"]], self.partitions, INPUT_CONFIG)
 
     async def start(self, worker: int = 0, *, wait_ready: bool = True) -> ManagedProcess:
         proc = self.processes.start_python_module(
@@ -104,12 +117,30 @@ class Topology:
 
     async def all_done(self) -> bool:
         """Every input, claim and decision record committed by the group, twice in a row
-        (a decision can make the install stage send more, so one look is not enough)."""
+        (a decision can make the install stage send more, so one look is not enough), and no
+        claim waiting for a tick in any running worker."""
         for _ in range(2):
             for name in ("events", "claims", "decisions"):
                 if not await all_committed(self.bootstrap, self.app_id, self.topics[name]):
                     return False
+            if await self.pending_claims() > 0:
+                return False
         return True
+
+    async def pending_claims(self) -> float:
+        """Claims the running workers hold back for the watermark (their /metrics)."""
+        total = 0.0
+        for proc in self.workers:
+            if not proc.is_running():
+                continue
+            port = self.ports[int(proc.name.split("-")[1])]
+            text = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+            total += sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("idstream_pending_claims{")
+            )
+        return total
 
     async def wait_done(self, timeout: float = 240) -> None:
         def alive() -> None:
@@ -138,6 +169,27 @@ class Topology:
             for proc in self.workers
             if partition_dbs(self.data_dir(int(proc.name.split("-")[1])), STAGE_TABLES)
         }
+
+    async def replayed(self) -> tuple[str, MemorySink]:
+        """The digest and outputs of the in-process driver over the input topic as it is on
+        the broker (record times, ticks included): what the workers must have built."""
+        settings = replace(Settings(), bootstrap_servers=self.bootstrap)
+        sink = MemorySink()
+        driver = LocalDriver(partitions=self.partitions, sink=sink, topic=self.topics["events"])
+        try:
+            async for record in read_envelopes(settings, self.topics["events"]):
+                driver.submit(
+                    record.value,
+                    key=record.key,
+                    record_timestamp=record.timestamp,
+                    partition=record.partition,
+                    offset=record.offset,
+                    headers=record.headers,
+                )
+            driver.run()
+            return driver.digest(), sink
+        finally:
+            driver.close()
 
     def digest(self) -> str:
         """Digest of the union of all workers' RocksDB partitions (workers stopped)."""

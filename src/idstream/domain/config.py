@@ -78,12 +78,20 @@ class RuleConfig:
     limits: PersonLimits = PersonLimits()
     blocklist: frozenset[str] = DEFAULT_BLOCKLIST
     launch_dedup_ms: int = 30_000
+    # How long an applied eventId is remembered (SPEC §4.1), in record time: the window in
+    # which SDKs retry.
+    dedup_window_ms: int = 24 * 60 * 60 * 1000
+
+    @property
+    def all_pools(self) -> tuple[PoolId, ...]:
+        """Every pool an event can belong to: the configured ones and the default."""
+        return tuple(sorted({DEFAULT_POOL, *self.pools.values()}))
 
     def pool_of(self, app_code: str) -> PoolId:
         return self.pools.get(app_code, DEFAULT_POOL)
 
-    def rules_of(self, pool: PoolId) -> PoolRules:
-        return self.pool_rules.get(pool, self.default_rules)
+    def rules_of(self, pool: str) -> PoolRules:
+        return self.pool_rules.get(PoolId(pool), self.default_rules)
 
 
 DEFAULT_RULES = RuleConfig()

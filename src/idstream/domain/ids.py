@@ -7,19 +7,23 @@ from __future__ import annotations
 
 from hashlib import blake2b
 
-from idstream.domain.events import PoolId, ProfileId, PushRegistrationId
+from idstream.domain.keys import key
 
 
 def _digest(*parts: str) -> str:
-    # \x1f (unit separator) cannot be confused with content: ids and eventIds are printable.
-    return blake2b("\x1f".join(parts).encode("utf-8"), digest_size=10).hexdigest()
+    # Parts are input (any character may occur): encoded injectively, never joined.
+    return blake2b(key(*parts).encode("utf-8"), digest_size=10).hexdigest()
 
 
-def anonymous_profile_id(push_registration_id: PushRegistrationId, segment: str) -> ProfileId:
-    """The anonymous profile of an install segment (segment = eventId that opened it)."""
-    return ProfileId("a_" + _digest("anonymous", push_registration_id, segment))
+def anonymous_profile_id(push_registration_id: str, position: tuple[int, int, int]) -> str:
+    """The anonymous profile an install's event at `position` in the input log opens (its
+    first event, a depersonalize, a forget). An input log position names one record, so no
+    producer can make two profiles share an id (eventIds are producer input, not unique)."""
+    _, partition, offset = position
+    return "a_" + _digest("anonymous", push_registration_id, str(partition), str(offset))
 
 
-def person_profile_id(pool: PoolId, creating_event_id: str) -> ProfileId:
-    """A person created in `pool` by the claim with eventId `creating_event_id`."""
-    return ProfileId("p_" + _digest("person", pool, creating_event_id))
+def person_profile_id(pool: str, position: tuple[int, int, int]) -> str:
+    """The person a claim at `position` in the input log creates in `pool`."""
+    _, partition, offset = position
+    return "p_" + _digest("person", pool, str(partition), str(offset))

@@ -1,59 +1,65 @@
 """The install stage (keyed by pushRegistrationId): lifecycle, system data, install custom
-attributes, launch dedup, idempotency, segments; sends Claims to the pool and resolved events.
+attributes, launch dedup, idempotency; sends Claims to the pool and resolved events.
 
 Domain layer: plain functions over state tables, no I/O, no clock. Rules: SPEC §4.1, 4.2, 4.5;
-segments and held events: docs/architecture.md. Tables and records: install_state.py.
+held outputs and answers: docs/architecture.md. Tables and records: install_state.py.
+
+Per input record the driver calls `effective_time` (None: a redelivery, already applied),
+then `apply_event` (or nothing for a tick or a record the decoder rejected), then
+`record_position`; per LinkDecision, `apply_decision`.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import Any
 
 from idstream.domain.config import RuleConfig
 from idstream.domain.events import (
     AnyEvent,
     AppLaunch,
-    Depersonalize,
     Forget,
     Install,
     InstallUpdate,
     Personalize,
     PersonUpdate,
-    PoolId,
-    ProfileId,
-    PushRegistrationId,
     RecordMeta,
     Uninstall,
+    UserIdentity,
 )
 from idstream.domain.ids import anonymous_profile_id
 from idstream.domain.install_state import (
     DIGEST_EXCLUDED,
     INSTALL_TABLE_TYPES,
-    SEGMENT_ANONYMOUS,
-    SEGMENT_PERSON,
-    AppliedEvent,
+    Expiry,
     HeldEvent,
     InstallRecord,
     InstallTables,
-    LinkSeq,
-    Released,
-    SegmentRecord,
-    SentClaim,
+    Seen,
+    SourcePosition,
     Stamped,
     event_wire,
-    key,
+    expiry_key,
+    held_key,
     open_install_tables,
+    seen_key,
+    source_key,
 )
+from idstream.domain.keys import from_number, key, number, parts
 from idstream.domain.messages import (
+    ANSWERED_KINDS,
     NOTE_DUPLICATE,
+    NOTE_FORGOTTEN,
     NOTE_LAUNCH_DROPPED,
     Claim,
+    ClaimIdentity,
+    Heartbeat,
     InstallFacts,
     LinkDecision,
     Output,
     OutputTopic,
     StageResult,
+    Value,
     dead_letter,
 )
 from idstream.domain.reasons import RejectReason
@@ -64,12 +70,13 @@ __all__ = [
     "InstallTables",
     "apply_decision",
     "apply_event",
+    "effective_time",
+    "heartbeats",
     "open_install_tables",
+    "record_position",
+    "skip",
+    "sweep_seen",
 ]
-
-# Events the pool must see in install order (identity, links, lifecycle).
-CLAIM_EVENTS = (Personalize, Depersonalize, PersonUpdate, Uninstall, Forget)
-
 
 _RECORD_FIELDS = tuple(f.name for f in fields(InstallRecord))
 
@@ -82,146 +89,178 @@ def _with(rec: InstallRecord, **changes: Any) -> InstallRecord:
     return new
 
 
-def _source(meta: RecordMeta | None) -> tuple[str, int, int] | None:
-    return None if meta is None else (meta.topic, meta.partition, meta.offset)
+# --- the input log ------------------------------------------------------------------------
+
+
+def effective_time(t: InstallTables, meta: RecordMeta) -> int | None:
+    """The record's effective time: the running maximum of its partition's record timestamps
+    (SPEC §5). None when the record was applied before (a redelivery after a crash)."""
+    known = t.sources.get(source_key(meta.partition))
+    if known is None:
+        return meta.record_timestamp
+    if meta.offset <= known.offset:
+        return None
+    return max(known.time, meta.record_timestamp)
+
+
+def record_position(t: InstallTables, meta: RecordMeta, time: int) -> None:
+    """The record is applied: later deliveries at or before its offset are redeliveries."""
+    t.sources.put(source_key(meta.partition), SourcePosition(meta.offset, time))
+
+
+def heartbeats(
+    pools: tuple[str, ...], partition: int, offset: int, time: int, claimed: frozenset[str]
+) -> list[Heartbeat]:
+    """What a pool needs to advance past `partition`'s position when no claim told it."""
+    return [Heartbeat(pool, partition, time, offset) for pool in pools if pool not in claimed]
+
+
+def sweep_seen(t: InstallTables, partition: int, time: int, window_ms: int) -> int:
+    """Forget the eventIds of `partition` seen more than the dedup window before `time`.
+
+    Only a cleanup: `apply_event` compares times itself, so when the driver sweeps does not
+    change any decision. Returns how many entries were deleted.
+    """
+    prefix = key(number(partition))
+    cutoff = time - window_ms
+    doomed: list[str] = []
+    for found, _ in t.seen_expiry.scan(prefix):
+        _, at, prid, event_id = parts(found)
+        if from_number(at) >= cutoff:
+            break
+        doomed.append(found)
+        entry = seen_key(prid, event_id)
+        seen = t.seen.get(entry)
+        if seen is not None and seen.time == from_number(at):
+            t.seen.delete(entry)
+    for found in doomed:
+        t.seen_expiry.delete(found)
+    return len(doomed)
+
+
+# --- events -------------------------------------------------------------------------------
 
 
 def apply_event(
-    t: InstallTables, event: AnyEvent, raw: bytes, meta: RecordMeta | None, rules: RuleConfig
+    t: InstallTables,
+    event: AnyEvent,
+    raw: bytes,
+    meta: RecordMeta,
+    time: int,
+    rules: RuleConfig,
 ) -> StageResult:
-    """Apply one input event of the install `event.push_registration_id`."""
+    """Apply one input event at effective time `time` (see `effective_time`)."""
     prid = event.push_registration_id
-    applied_key = key(prid, event.event_id)
-    done = t.applied.get(applied_key)
-    if done is not None:
-        # The same record again is a crash redelivery: re-send what it sent. Otherwise a
-        # duplicate eventId: a no-op.
-        if meta is not None and done.source == _source(meta):
-            return _resend(done, event, raw, meta)
-        return StageResult(notes=(NOTE_DUPLICATE,))
+    seen = seen_key(prid, event.event_id)
+    before = t.seen.get(seen)
+    if before is not None and time - before.time <= rules.dedup_window_ms:
+        return skip(NOTE_DUPLICATE, meta)
+    t.seen.put(seen, Seen(time))
+    t.seen_expiry.put(expiry_key(meta.partition, time, prid, event.event_id), Expiry())
 
+    position = (time, meta.partition, meta.offset)
     rec = t.installs.get(prid)
     first = rec is None
     if rec is None:
-        rec = _new_install(event, rules)
+        rec = _new_install(event, rules, position)
 
-    rejection = _rejection(rec, event)
-    if rejection is not None:
-        reason, detail = rejection
-        t.applied.put(applied_key, AppliedEvent(_source(meta), dead_letter=(reason.value, detail)))
+    if rec.uninstalled_at is not None and event.timestamp > rec.uninstalled_at:
+        detail = f"install uninstalled at {rec.uninstalled_at}; event stamped {event.timestamp}"
+        reason = RejectReason.INSTALL_UNINSTALLED
         return StageResult(outputs=(dead_letter(raw, meta, reason, detail),))
 
     if isinstance(event, AppLaunch) and _inside_dedup_window(rec, event, rules):
         # Changes nothing but the metric; the eventId is kept so a duplicate is not counted.
         t.installs.put(prid, _with(rec, dropped_launches=rec.dropped_launches + 1))
-        t.applied.put(applied_key, AppliedEvent(_source(meta), dropped=True))
-        return StageResult(notes=(NOTE_LAUNCH_DROPPED,))
+        return skip(NOTE_LAUNCH_DROPPED, meta)
 
-    if first:
-        t.segments.put(
-            key(prid, rec.segment), SegmentRecord(SEGMENT_ANONYMOUS, rec.anonymous_profile)
-        )
-    rec = _open_segment(t, rec, event)
     rec, data_changed = _update_data(rec, event)
-
-    claims: tuple[Claim, ...] = ()
     facts = rec.facts
     # Facts are rebuilt only when something they are made of may have changed.
-    if facts is None or data_changed or facts.lifecycle != rec.lifecycle:
+    if facts is None or data_changed:
         facts = _facts(rec)
-    if isinstance(event, CLAIM_EVENTS) or first or facts != rec.facts:
-        with_event = isinstance(event, CLAIM_EVENTS)
-        rec, claim = _claim(rec, facts, event, with_event, raw, meta)
+    answered = event.type.value in ANSWERED_KINDS
+    claims: tuple[Claim, ...] = ()
+    if answered or first or facts != rec.facts:
+        rec, claim = _claim(rec, facts, event, position, raw, meta)
         claims = (claim,)
 
-    segment = t.segments.get(key(prid, rec.segment))
-    profile = None if segment is None else segment.profile_id
-    value = _resolved_value(event, rec)
+    value = _resolved_value(event, rec, time, meta)
     outputs: tuple[Output, ...] = ()
-    if profile is None:
-        _hold(t, prid, rec.segment, HeldEvent(event.event_id, value))
+    if rec.answered < rec.awaiting:
+        # The pool decides where this event goes (or whether it goes to the dead letter), and
+        # the install's later outputs keep their order behind it.
+        awaits = rec.claim_seq if answered else 0
+        t.held.put(held_key(prid, rec.held_next), HeldEvent(awaits, value))
+        rec = _with(rec, held_next=rec.held_next + 1)
     else:
-        outputs = (_resolved(value, profile),)
-
+        outputs = (_resolved(value, rec.profile),)
     t.installs.put(prid, rec)
-    t.applied.put(
-        applied_key,
-        AppliedEvent(
-            _source(meta),
-            claims=tuple(_sent(c) for c in claims),
-            profile_id=profile,
-            pool=rec.pool,
-            segment=rec.segment,
-        ),
-    )
     return StageResult(messages=claims, outputs=outputs)
 
 
-def apply_decision(t: InstallTables, decision: LinkDecision, rules: RuleConfig) -> StageResult:
-    """Apply the pool's decision for one segment: cache its profile, release held events."""
+def apply_decision(t: InstallTables, decision: LinkDecision) -> StageResult:
+    """Apply the pool's decision: the install's current profile, and the outputs it releases."""
     prid = decision.push_registration_id
-    segment_key = key(prid, decision.segment)
-    segment = t.segments.get(segment_key)
-    if segment is None:
+    rec = t.installs.get(prid)
+    if rec is None or decision.pool_seq <= rec.pool_seq:
+        # A redelivery: applied before, and its outputs were delivered before it was.
         return StageResult()
-    newest = t.link_seqs.get(segment_key)
-    if newest is not None and decision.pool_seq <= newest.pool_seq:
-        if decision.pool_seq == newest.pool_seq:
-            # A redelivery (crash before its outputs were sent): send them again.
-            return _released_again(t, segment_key, decision.pool_seq)
+    changes: dict[str, Any] = {"pool_seq": decision.pool_seq}
+    if decision.answers:
+        changes["answered"] = decision.answers
+        if decision.segment:
+            changes["segment"] = decision.segment
+        if decision.profile_id:
+            changes["profile"] = decision.profile_id
+    elif decision.segment == rec.segment:
+        # Another install's claim moved this segment (a merge, a forget).
+        changes["profile"] = decision.profile_id
+    rec = _with(rec, **changes)
+    t.installs.put(prid, rec)
+    if not decision.answers:
         return StageResult()
-    t.link_seqs.put(segment_key, LinkSeq(decision.pool_seq))
-    profile = decision.profile_id
-    if not profile:
-        # A rejection may not name a profile: the install stays with its anonymous one.
-        rec_for_profile = t.installs.get(prid)
-        profile = ProfileId(rec_for_profile.anonymous_profile if rec_for_profile else "")
-    rejected = None if decision.rejected is None else decision.rejected.value
-    t.segments.put(segment_key, replace(segment, profile_id=profile, rejected=rejected))
-
-    released: list[HeldEvent] = []
-    for held_key, held in t.held.scan(key(prid, decision.segment, "")):
-        t.held.delete(held_key)
-        # A rejected claim went to the dead letter from the pool; it resolves to nobody.
-        if decision.rejected is not None and held.event_id == decision.segment:
-            continue
-        released.append(held)
-    if released:
-        t.released.put(segment_key, Released(decision.pool_seq, profile, tuple(released)))
-    # A `forgotten` decision is applied like any other: the pool has already named the fresh
-    # anonymous profile that the segment's held and later events go to (architecture.md,
-    # "Forget"). The install opens no segment and keeps its own lifecycle.
-    outputs = tuple(_resolved(held.value, profile) for held in released)
-    return StageResult(outputs=outputs)
-
-
-def _released_again(t: InstallTables, segment_key: str, pool_seq: int) -> StageResult:
-    last = t.released.get(segment_key)
-    if last is None or last.pool_seq != pool_seq:
-        return StageResult()
-    return StageResult(outputs=tuple(_resolved(h.value, last.profile_id) for h in last.events))
+    released: list[Output] = []
+    skipped: tuple[tuple[str, int, int], ...] = ()
+    waiting = False
+    for found, held in t.held.scan(key(prid)):
+        # Up to the next claim still waiting for its answer, in order.
+        if held.awaits > decision.answers:
+            waiting = True
+            break
+        t.held.delete(found)
+        if held.awaits == decision.answers:
+            # A claim the pool rejected sent its dead letter from there; one a rule dropped
+            # resolves nowhere.
+            if decision.skipped:
+                source = held.value["source"]
+                skipped = ((NOTE_FORGOTTEN, source["partition"], source["offset"]),)
+            if decision.rejected or decision.skipped:
+                continue
+        released.append(_resolved(held.value, rec.profile))
+    if not waiting:
+        # Nothing held: the counter starts over, so the state does not depend on timing.
+        t.installs.put(prid, _with(rec, held_next=0))
+    notes = tuple(reason for reason, _, _ in skipped)
+    return StageResult(outputs=tuple(released), notes=notes, skipped=skipped)
 
 
-def _new_install(event: AnyEvent, rules: RuleConfig) -> InstallRecord:
+def skip(reason: str, meta: RecordMeta) -> StageResult:
+    """An input record skipped by a rule: no output, a count by reason (SPEC §5)."""
+    return StageResult(notes=(reason,), skipped=((reason, meta.partition, meta.offset),))
+
+
+def _new_install(
+    event: AnyEvent, rules: RuleConfig, position: tuple[int, int, int]
+) -> InstallRecord:
     prid = event.push_registration_id
     return InstallRecord(
         push_registration_id=prid,
         app_code=event.app_code,
         pool=rules.pool_of(event.app_code),
         segment=event.event_id,
-        anonymous_profile=anonymous_profile_id(prid, event.event_id),
+        profile=anonymous_profile_id(prid, position),
     )
-
-
-def _rejection(rec: InstallRecord, event: AnyEvent) -> tuple[RejectReason, str] | None:
-    if rec.uninstalled_at is not None and event.timestamp > rec.uninstalled_at:
-        return (
-            RejectReason.INSTALL_UNINSTALLED,
-            f"install uninstalled at {rec.uninstalled_at}; event stamped {event.timestamp}",
-        )
-    if isinstance(event, Depersonalize) and not rec.linked:
-        return RejectReason.NOT_PERSONALIZED, f"install is {rec.lifecycle}"
-    return None
 
 
 def _inside_dedup_window(rec: InstallRecord, event: AppLaunch, rules: RuleConfig) -> bool:
@@ -229,24 +268,6 @@ def _inside_dedup_window(rec: InstallRecord, event: AppLaunch, rules: RuleConfig
     return rec.last_launch is not None and abs(event.timestamp - rec.last_launch) <= (
         rules.launch_dedup_ms
     )
-
-
-def _open_segment(t: InstallTables, rec: InstallRecord, event: AnyEvent) -> InstallRecord:
-    """Personalize, depersonalize and forgetting the linked person open a new segment named
-    by the event's id. (A forget that reaches the install from elsewhere opens none: the
-    pool relinks the current segment.)"""
-    prid = rec.push_registration_id
-    eid = event.event_id
-    if isinstance(event, Personalize):
-        # (Also the install's first event: its segment is a person's, with no anonymous period.)
-        t.segments.put(key(prid, eid), SegmentRecord(SEGMENT_PERSON, None))
-        return _with(rec, segment=eid, linked=True, ever_personalized=True)
-    self_forget = isinstance(event, Forget) and event.user_identity is None and rec.linked
-    if (isinstance(event, Depersonalize) or self_forget) and eid != rec.segment:
-        anonymous = anonymous_profile_id(PushRegistrationId(prid), eid)
-        t.segments.put(key(prid, eid), SegmentRecord(SEGMENT_ANONYMOUS, anonymous))
-        return _with(rec, segment=eid, anonymous_profile=anonymous, linked=False)
-    return rec
 
 
 def _lww(
@@ -278,7 +299,8 @@ def _update_data(rec: InstallRecord, event: AnyEvent) -> tuple[InstallRecord, bo
     if system is not rec.system_data:
         changes["system_data"] = system
     if isinstance(event, InstallUpdate):
-        custom, _ = _lww(rec.custom_attributes, event.custom_attributes, ts, eid)
+        custom, more = _lww(rec.custom_attributes, event.custom_attributes, ts, eid)
+        changed = changed or more
         if custom is not rec.custom_attributes:
             changes["custom_attributes"] = custom
         old = rec.primary_device
@@ -294,104 +316,97 @@ def _update_data(rec: InstallRecord, event: AnyEvent) -> tuple[InstallRecord, bo
 
 
 def _facts(rec: InstallRecord) -> InstallFacts:
-    system = {name: s.value for name, s in sorted(rec.system_data.items()) if s.value is not None}
+    system: dict[str, Value] = {
+        name: s.value for name, s in sorted(rec.system_data.items()) if s.value is not None
+    }
+    custom: dict[str, Value] = {
+        name: s.value for name, s in sorted(rec.custom_attributes.items()) if s.value is not None
+    }
     return InstallFacts(
         app_code=rec.app_code,
-        lifecycle=rec.lifecycle,
         # An install that registered for push can receive it unless its SDK said otherwise.
         push_enabled=system.get("pushRegistrationEnabled") is not False,
         primary_device=rec.primary_device is not None and rec.primary_device.value is True,
         system_data=system,
+        custom_attributes=custom,
     )
+
+
+def _identity(identity: UserIdentity | None) -> ClaimIdentity | None:
+    if identity is None or identity.is_empty():
+        return None
+    return ClaimIdentity(identity.external_user_id, tuple(identity.emails), tuple(identity.phones))
+
+
+def _values(mapping: Any) -> dict[str, Value]:
+    return {str(k): v for k, v in mapping.items()}
 
 
 def _claim(
     rec: InstallRecord,
     facts: InstallFacts,
     event: AnyEvent,
-    with_event: bool,
+    position: tuple[int, int, int],
     raw: bytes,
-    meta: RecordMeta | None,
+    meta: RecordMeta,
 ) -> tuple[InstallRecord, Claim]:
-    # Order key: (largest timestamp of this install's claims so far, eventId): monotone per
-    # install, event time between installs.
-    top = event.timestamp
-    if rec.claim_max_timestamp is not None:
-        top = max(top, rec.claim_max_timestamp)
-    rec = _with(rec, claim_seq=rec.claim_seq + 1, claim_max_timestamp=top, facts=facts)
+    seq = rec.claim_seq + 1
+    answered = event.type.value in ANSWERED_KINDS
+    rec = _with(rec, claim_seq=seq, facts=facts, awaiting=seq if answered else rec.awaiting)
+    body: dict[str, Any] = {}
+    if isinstance(event, Personalize):
+        body = {
+            "identity": _identity(event.user_identity),
+            "force_depersonalize": event.force_depersonalize,
+            "attributes": _values(event.user_attributes.standard),
+            "custom_attributes": _values(event.user_attributes.custom),
+        }
+    elif isinstance(event, PersonUpdate):
+        body = {
+            "attributes": _values(event.attributes.standard),
+            "custom_attributes": _values(event.attributes.custom),
+            "tags_added": tuple(event.tags_added),
+            "tags_removed": tuple(event.tags_removed),
+            "identities_added": _identity(event.identities_added),
+            "identities_removed": _identity(event.identities_removed),
+            "identities_replaced": tuple(
+                (r.kind.value, r.old, r.new) for r in event.identities_replaced
+            ),
+        }
+    elif isinstance(event, Forget):
+        body = {"identity": _identity(event.user_identity)}
     claim = Claim(
-        pool=PoolId(rec.pool),
-        push_registration_id=PushRegistrationId(rec.push_registration_id),
-        seq=rec.claim_seq,
-        order=(top, event.event_id),
-        event=event if with_event else None,
-        segment=rec.segment,
-        anonymous_profile=ProfileId(rec.anonymous_profile),
+        pool=rec.pool,
+        position=position,
+        push_registration_id=rec.push_registration_id,
+        seq=seq,
+        anonymous_profile=anonymous_profile_id(rec.push_registration_id, position),
         facts=facts,
-        raw=raw,
-        meta=meta,
+        kind=event.type.value,
+        event_id=event.event_id,
+        timestamp=event.timestamp,
+        # Only the pool's answer needs the record, for a dead letter; facts never go there.
+        raw=raw if answered else b"",
+        meta=meta if answered else None,
+        **body,
     )
     return rec, claim
 
 
-def _sent(claim: Claim) -> SentClaim:
-    return SentClaim(
-        pool=claim.pool,
-        seq=claim.seq,
-        order=claim.order,
-        with_event=claim.event is not None,
-        segment=claim.segment,
-        anonymous_profile=claim.anonymous_profile,
-        facts=claim.facts,
-    )
-
-
-def _resend(done: AppliedEvent, event: AnyEvent, raw: bytes, meta: RecordMeta) -> StageResult:
-    """The StageResult the first delivery of this record returned, rebuilt from its record."""
-    prid = PushRegistrationId(event.push_registration_id)
-    claims = tuple(
-        Claim(
-            pool=PoolId(c.pool),
-            push_registration_id=prid,
-            seq=c.seq,
-            order=c.order,
-            event=event if c.with_event else None,
-            segment=c.segment,
-            anonymous_profile=ProfileId(c.anonymous_profile),
-            facts=c.facts,
-            raw=raw,
-            meta=meta,
-        )
-        for c in done.claims
-    )
-    outputs: tuple[Output, ...] = ()
-    if done.dead_letter is not None:
-        reason, detail = done.dead_letter
-        outputs = (dead_letter(raw, meta, RejectReason(reason), detail),)
-    elif done.profile_id is not None:
-        value = _wire_with(event, prid, done.pool, done.segment)
-        outputs = (_resolved(value, done.profile_id),)
-    return StageResult(messages=claims, outputs=outputs)
-
-
-def _wire_with(event: AnyEvent, prid: str, pool: str, segment: str) -> dict[str, Any]:
+def _resolved_value(
+    event: AnyEvent, rec: InstallRecord, time: int, meta: RecordMeta
+) -> dict[str, Any]:
     value = event_wire(event)
-    value["installId"] = prid
-    value["pool"] = pool
-    value["segment"] = segment
+    if isinstance(event, Forget):
+        # A forget's output never carries the identities it erases.
+        value.pop("userIdentity", None)
+    value["installId"] = rec.push_registration_id
+    value["pool"] = rec.pool
+    # When the input log resolved it: the record's effective time, the same in every replay.
+    value["resolvedAt"] = time
+    value["source"] = {"topic": meta.topic, "partition": meta.partition, "offset": meta.offset}
     return value
-
-
-def _resolved_value(event: AnyEvent, rec: InstallRecord) -> dict[str, Any]:
-    return _wire_with(event, rec.push_registration_id, rec.pool, rec.segment)
 
 
 def _resolved(value: dict[str, Any], profile: str) -> Output:
     return Output(OutputTopic.RESOLVED_EVENTS, profile, {**value, "profileId": profile})
-
-
-def _hold(t: InstallTables, prid: str, segment: str, held: HeldEvent) -> None:
-    prefix = key(prid, segment, "")
-    last = next(t.held.scan(prefix, reverse=True), None)
-    n = 0 if last is None else int(last[0][len(prefix) :]) + 1
-    t.held.put(f"{prefix}{n:010d}", held)

@@ -1,7 +1,9 @@
 """State of the install stage: its tables, their keys and value records.
 
-Domain layer. Every table is keyed by pushRegistrationId first (``prid US rest``), so one
-install's rows are one key range. Values are frozen dataclasses of plain data.
+Domain layer. Keys are built with `keys.key` (injective: any character may occur in a
+pushRegistrationId or an eventId). One install's rows start with ``key(prid)``; the rows of one
+input partition (its position, its eventId expiry index) start with ``key(number(partition))``.
+Values are frozen dataclasses of plain data.
 """
 
 from __future__ import annotations
@@ -23,18 +25,9 @@ from idstream.domain.events import (
     PersonUpdate,
     UserIdentity,
 )
+from idstream.domain.keys import key, number
 from idstream.domain.messages import InstallFacts
 from idstream.domain.ports import StateTable, TableFactory
-
-SEP = "\x1f"  # unit separator: never part of a pushRegistrationId or eventId
-
-ANONYMOUS = "anonymous"
-PERSONALIZED = "personalized"
-DEPERSONALIZED = "depersonalized"
-UNINSTALLED = "uninstalled"
-
-SEGMENT_ANONYMOUS = "anonymous"
-SEGMENT_PERSON = "person"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +44,23 @@ class Stamped:
 
 @dataclass(frozen=True, slots=True)
 class InstallRecord:
-    """One install (table ``install_installs``, key: pushRegistrationId)."""
+    """One install (table ``install_installs``, key: ``key(prid)``).
+
+    `segment` and `profile` are what the pool last decided for the install (a personalize,
+    depersonalize or forget changes them only once the pool has answered it); before the
+    first answer, the install's anonymous profile, which it derives itself.
+    """
 
     push_registration_id: str
     app_code: str
     pool: str
     segment: str  # eventId that opened the current segment
-    anonymous_profile: str  # profile of the install's latest anonymous segment
-    linked: bool = False  # personalized by its own events and not since depersonalized
-    ever_personalized: bool = False
+    profile: str  # the current segment's profile
+    pool_seq: int = 0  # the newest LinkDecision applied
+    claim_seq: int = 0  # claims sent
+    awaiting: int = 0  # seq of the newest claim sent that the pool answers
+    answered: int = 0  # seq of the newest answer received; outputs are held while < awaiting
+    held_next: int = 0  # counter of held outputs (their key)
     uninstalled_at: int | None = None  # smallest timestamp of an applied uninstall
     # System data and standard properties, one LWW map (they share field names).
     system_data: dict[str, Stamped] = field(default_factory=dict)
@@ -67,127 +68,99 @@ class InstallRecord:
     primary_device: Stamped | None = None
     last_launch: int | None = None  # largest timestamp of a logged appLaunch
     dropped_launches: int = 0  # launches dropped by the dedup window (a metric)
-    claim_seq: int = 0
-    claim_max_timestamp: int | None = None
     facts: InstallFacts | None = None  # the facts last sent to the pool
-
-    @property
-    def lifecycle(self) -> str:
-        if self.uninstalled_at is not None:
-            return UNINSTALLED
-        if self.linked:
-            return PERSONALIZED
-        return DEPERSONALIZED if self.ever_personalized else ANONYMOUS
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentRecord:
-    """A segment of an install (``install_segments``, key: prid US segment)."""
-
-    kind: str  # SEGMENT_ANONYMOUS | SEGMENT_PERSON
-    profile_id: str | None  # None while the pool's decision is pending
-    rejected: str | None = None  # the claim that opened it was rejected (reason code)
-
-
-@dataclass(frozen=True, slots=True)
-class LinkSeq:
-    """Newest pool_seq applied to a segment (``install_link_seqs``; not in the digest:
-    pool sequence numbers depend on arrival order)."""
-
-    pool_seq: int
 
 
 @dataclass(frozen=True, slots=True)
 class HeldEvent:
-    """A resolved event waiting for its segment's link (``install_held``,
-    key: prid US segment US 10-digit counter)."""
+    """A resolved-event output waiting for the pool's answer (``install_held``,
+    key: ``key(prid, number(n))``). `awaits` is the claim seq when the event is that claim's
+    own event (it goes to the dead letter instead if the pool rejects the claim), else 0."""
 
-    event_id: str
+    awaits: int
     value: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class Released:
-    """The resolved events a decision released (``install_released``, key: prid US segment;
-    the last release only), so a redelivered decision (same pool_seq) re-sends them."""
+class SourcePosition:
+    """The last input record applied from one input partition and the partition's effective
+    time there (``install_sources``, key: ``key(number(partition))``): redeliveries at or
+    before it are recognised, and the effective time carries on after a restart."""
 
-    pool_seq: int
-    profile_id: str
-    events: tuple[HeldEvent, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SentClaim:
-    """A claim as sent, without the event and record (those come back with a redelivery)."""
-
-    pool: str
-    seq: int
-    order: tuple[int, str]
-    with_event: bool
-    segment: str
-    anonymous_profile: str
-    facts: InstallFacts
+    offset: int
+    time: int
 
 
 @dataclass(frozen=True, slots=True)
-class AppliedEvent:
-    """What an applied eventId did (``install_applied``, key: prid US eventId), so a
-    duplicate is a no-op and a crash redelivery (same source offset) re-sends the same."""
+class Seen:
+    """An eventId applied to an install, at the effective time of its record
+    (``install_seen``, key: ``key(prid, eventId)``)."""
 
-    source: tuple[str, int, int] | None  # topic, partition, offset
-    claims: tuple[SentClaim, ...] = ()
-    profile_id: str | None = None  # where its resolved event went (None: held or none)
-    pool: str = ""
-    segment: str = ""
-    dead_letter: tuple[str, str] | None = None  # reason, detail
-    dropped: bool = False  # a launch inside the dedup window
+    time: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """Index of `install_seen` by time, per input partition, so entries past the window are
+    deleted in order (``install_seen_expiry``,
+    key: ``key(number(partition), number(time), prid, eventId)``). Everything is in the key."""
 
 
 INSTALLS = "install_installs"
-SEGMENTS = "install_segments"
-LINK_SEQS = "install_link_seqs"
 HELD = "install_held"
-APPLIED = "install_applied"
-RELEASED = "install_released"
+SOURCES = "install_sources"
+SEEN = "install_seen"
+SEEN_EXPIRY = "install_seen_expiry"
 
 INSTALL_TABLE_TYPES: Mapping[str, type] = MappingProxyType(
     {
         INSTALLS: InstallRecord,
-        SEGMENTS: SegmentRecord,
-        LINK_SEQS: LinkSeq,
         HELD: HeldEvent,
-        APPLIED: AppliedEvent,
-        RELEASED: Released,
+        SOURCES: SourcePosition,
+        SEEN: Seen,
+        SEEN_EXPIRY: Expiry,
     }
 )
 
-# Tables whose content depends on arrival order or source offsets, not on the input alone.
-DIGEST_EXCLUDED: frozenset[str] = frozenset({LINK_SEQS, APPLIED, RELEASED})
+# Bookkeeping: where each partition is, and which eventIds are inside the dedup window (its
+# entries past the window are deleted whenever the driver sweeps, so their number depends on
+# batch boundaries; the dedup decision itself does not).
+DIGEST_EXCLUDED: frozenset[str] = frozenset({SOURCES, SEEN, SEEN_EXPIRY})
 
 
 @dataclass(frozen=True, slots=True)
 class InstallTables:
     installs: StateTable[InstallRecord]
-    segments: StateTable[SegmentRecord]
-    link_seqs: StateTable[LinkSeq]
     held: StateTable[HeldEvent]
-    applied: StateTable[AppliedEvent]
-    released: StateTable[Released]
+    sources: StateTable[SourcePosition]
+    seen: StateTable[Seen]
+    seen_expiry: StateTable[Expiry]
 
 
 def open_install_tables(factory: TableFactory) -> InstallTables:
     return InstallTables(
         installs=factory(INSTALLS, InstallRecord),
-        segments=factory(SEGMENTS, SegmentRecord),
-        link_seqs=factory(LINK_SEQS, LinkSeq),
         held=factory(HELD, HeldEvent),
-        applied=factory(APPLIED, AppliedEvent),
-        released=factory(RELEASED, Released),
+        sources=factory(SOURCES, SourcePosition),
+        seen=factory(SEEN, Seen),
+        seen_expiry=factory(SEEN_EXPIRY, Expiry),
     )
 
 
-def key(*parts: str) -> str:
-    return SEP.join(parts)
+def source_key(partition: int) -> str:
+    return key(number(partition))
+
+
+def held_key(prid: str, n: int) -> str:
+    return key(prid, number(n))
+
+
+def seen_key(prid: str, event_id: str) -> str:
+    return key(prid, event_id)
+
+
+def expiry_key(partition: int, time: int, prid: str, event_id: str) -> str:
+    return key(number(partition), number(time), prid, event_id)
 
 
 def _identity(identity: UserIdentity) -> dict[str, Any]:

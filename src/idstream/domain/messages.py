@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from idstream.domain.events import AnyEvent, PoolId, ProfileId, PushRegistrationId, RecordMeta
+from idstream.domain.events import RecordMeta
 from idstream.domain.reasons import RejectReason
 
 
@@ -34,58 +34,115 @@ class Output:
     value: Mapping[str, Any] | None
 
 
+# Where an input record sits in the input log: (effective time, input partition, offset).
+# The effective time is the running maximum of the partition's record timestamps up to the
+# record. The pool applies claims in this order (SPEC §5): it is fixed by Kafka and the same
+# in every replay of the same log.
+LogPosition = tuple[int, int, int]
+
+# A stored attribute or system value.
+Value = str | int | float | bool | None
+
+
 @dataclass(frozen=True, slots=True)
 class InstallFacts:
     """What the pool needs to know of an install to build profiles and channels (SPEC §4.9)."""
 
     app_code: str
-    lifecycle: str  # anonymous | personalized | depersonalized | uninstalled
     push_enabled: bool
     primary_device: bool
-    system_data: Mapping[str, Any] = field(default_factory=dict)
+    system_data: dict[str, Value] = field(default_factory=dict)
+    custom_attributes: dict[str, Value] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimIdentity:
+    """Identities as the event sent them (the pool normalizes them)."""
+
+    external_user_id: str | None = None
+    emails: tuple[str, ...] = ()
+    phones: tuple[str, ...] = ()
+
+
+# Event types whose claim the pool answers: the install holds the event's resolved output (and
+# those after it) until the answer says where it goes, or that it went to the dead letter.
+ANSWERED_KINDS = frozenset({"personalize", "depersonalize", "personUpdate", "uninstall", "forget"})
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """install stage -> pool stage (key: pool): an identity-relevant step of one install.
+    """install stage -> pool stage (key: pool): one step of an install the pool must know.
 
-    Sent in install order. `order` is the event-time order key the pool sorts by:
-    (max timestamp of this install's claims so far, eventId), monotone per install, so an
-    install's own order is kept while different installs are ordered by event time.
-    `event` is None for a pure facts update (install first seen, push/primary change).
+    Sent in the input log's order per input partition (`position`). `kind` is the type of the
+    event that caused it: an identity or lifecycle event (ANSWERED_KINDS, answered with a
+    LinkDecision naming `seq`), or any other event that changed the install's facts (the
+    install's first event included). Plain values only, so the pool never decodes an event
+    again and a pending claim can be stored as it is.
     """
 
-    pool: PoolId
-    push_registration_id: PushRegistrationId
-    seq: int  # per-install claim counter, 1, 2, 3...
-    order: tuple[int, str]
-    event: AnyEvent | None
-    segment: str  # eventId that opened the install's current segment (see architecture.md)
-    anonymous_profile: ProfileId  # the profile the install's current anonymous segment uses
+    pool: str
+    position: LogPosition
+    push_registration_id: str
+    seq: int  # the install's claim counter: 1, 2, 3...
+    # The anonymous profile a segment opened by this event has (the install's first event,
+    # a depersonalize, a forget of its own person): anonymous_profile_id(prid, position).
+    anonymous_profile: str
     facts: InstallFacts
+    kind: str
+    event_id: str
+    timestamp: int  # event time (device clock): attributes are last-writer-wins by it
+    identity: ClaimIdentity | None = None  # personalize, forget
+    force_depersonalize: bool = False
+    attributes: dict[str, Value] = field(default_factory=dict)
+    custom_attributes: dict[str, Value] = field(default_factory=dict)
+    tags_added: tuple[str, ...] = ()
+    tags_removed: tuple[str, ...] = ()
+    identities_added: ClaimIdentity | None = None
+    identities_removed: ClaimIdentity | None = None
+    identities_replaced: tuple[tuple[str, str, str], ...] = ()  # (kind, old, new)
     # The original record, so a claim the pool rejects as a whole can go to the dead letter.
     raw: bytes = b""
     meta: RecordMeta | None = None
 
+    @property
+    def answered(self) -> bool:
+        return self.kind in ANSWERED_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """install stage -> pool stage (key: pool): input partition `source` has been processed
+    through `offset`, at effective time `time`; it sends no claim before that position."""
+
+    pool: str
+    source: int
+    time: int
+    offset: int
+
 
 @dataclass(frozen=True, slots=True)
 class LinkDecision:
-    """pool stage -> install stage (key: pushRegistrationId): which profile a segment belongs to.
+    """pool stage -> install stage (key: pushRegistrationId): the profile of a segment.
 
     `pool_seq` grows with every decision the pool sends, so an install keeps the newest.
-    `forgotten`: the segment's person was erased; `profile_id` is then the fresh anonymous
-    profile the pool gave the install (for its current segment) or the erased id (older ones).
+    `answers` is the install's claim `seq` this decision answers (0: a change caused by another
+    install's claim, e.g. a merge); `rejected` says that claim went to the dead letter, and
+    `skipped` that a rule dropped it (an event of a forgotten person stamped before the forget).
+    `forgotten`: the segment's person was erased; `profile_id` is the fresh anonymous profile
+    the install moved to.
     """
 
-    push_registration_id: PushRegistrationId
+    push_registration_id: str
     segment: str
-    profile_id: ProfileId
+    profile_id: str
     pool_seq: int
+    answers: int = 0
     forgotten: bool = False
-    rejected: RejectReason | None = None  # the claim opening `segment` was rejected as a whole
+    rejected: RejectReason | None = None
+    skipped: bool = False
 
 
-Message = Claim | LinkDecision
+Message = Claim | Heartbeat | LinkDecision
 
 
 def dead_letter(raw: bytes, meta: RecordMeta | None, reason: RejectReason, detail: str) -> Output:
@@ -123,7 +180,14 @@ class StageResult:
     # What the stage decided that leaves no output, for metrics (NOTE_* values). Not part of
     # equality: two results that send the same things are the same result.
     notes: tuple[str, ...] = field(default=(), compare=False)
+    # Input records skipped by a rule, as (reason, input partition, offset), so that every
+    # record's one outcome can be counted (SPEC §5). The reasons are among the notes too.
+    skipped: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
 
 
+# Why an input record was skipped (SPEC §5): it has no output, only a count by reason.
 NOTE_LAUNCH_DROPPED = "launch_dropped"  # an appLaunch inside the dedup window (SPEC §4.2)
 NOTE_DUPLICATE = "duplicate_event"  # an eventId already applied to the install (SPEC §4.1)
+NOTE_TICK = "tick"  # a tick record (SPEC §5): advances its partition, carries no event
+NOTE_FORGOTTEN = "forgotten_person"  # an event of a forgotten person stamped before the forget
+SKIP_REASONS = (NOTE_DUPLICATE, NOTE_LAUNCH_DROPPED, NOTE_TICK, NOTE_FORGOTTEN)

@@ -1,20 +1,21 @@
-"""A write buffer over state tables: work that can be kept (commit) or thrown away.
+"""A write buffer over state tables: work that can be kept (commit) or thrown away (drop).
 
-Domain layer, standard library only. The pool stage re-folds a late claim against an overlay,
-checks the result, and only then writes it to the real tables (see pool.py).
+Domain layer, standard library only. Drivers run a record whose processing failed again in an
+overlay, so that what it wrote before failing is never kept (docs/operations.md, "Hostile
+input").
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any, Generic, TypeVar
 
-from idstream.domain.pool_state import PoolTables
 from idstream.domain.ports import StateTable
 
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 class OverlayTable(Generic[V]):
@@ -78,6 +79,11 @@ class OverlayTable(Generic[V]):
                 yield held, mine
             held = next(pending, None)
 
+    def drop(self) -> None:
+        """Forget the buffered changes."""
+        self._writes.clear()
+        self._keys.clear()
+
     def commit(self) -> int:
         """Write the buffered changes to the base table; returns how many keys."""
         for key, value in self._writes.items():
@@ -91,17 +97,23 @@ class OverlayTable(Generic[V]):
         return written
 
 
-def overlay(tables: PoolTables) -> PoolTables:
-    """The same tables behind write buffers (commit them with `commit`)."""
-    wrapped: dict[str, Any] = {
-        f.name: OverlayTable(getattr(tables, f.name)) for f in fields(tables)
-    }
-    return PoolTables(**wrapped)
+@dataclass(frozen=True, slots=True)
+class Overlaid(Generic[T]):
+    """A stage's tables behind write buffers: `tables` to work on, then `commit` or `drop`."""
+
+    tables: T
+    buffers: tuple[OverlayTable[Any], ...]
+
+    def commit(self) -> None:
+        for table in self.buffers:
+            table.commit()
+
+    def drop(self) -> None:
+        for table in self.buffers:
+            table.drop()
 
 
-def commit(tables: PoolTables) -> None:
-    """Write every buffer of `overlay(...)` tables to the tables below."""
-    for f in fields(tables):
-        table = getattr(tables, f.name)
-        assert isinstance(table, OverlayTable)
-        table.commit()
+def overlaid(tables: T) -> Overlaid[T]:
+    """The same tables (a dataclass of StateTables, e.g. InstallTables) behind write buffers."""
+    buffers = {f.name: OverlayTable(getattr(tables, f.name)) for f in fields(tables)}  # type: ignore[arg-type]
+    return Overlaid(type(tables)(**buffers), tuple(buffers.values()))

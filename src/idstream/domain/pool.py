@@ -1,32 +1,25 @@
-"""The pool stage: identity and profile rules as an event-time fold of claims (SPEC §4.3-4.10).
+"""The pool stage: identity and profile rules applied to claims in input-log order (SPEC §4, §5).
 
-Domain layer, standard library only. `apply_claim` keeps a key-ordered claims log; a claim with
-a smaller order key than the log's tail rolls back the later claims that depend on it (undo
-journal, footprints: pool_refold.py), applies, and applies them again, so the state is the fold
-of the sorted claims whatever the arrival order. What it emits is the difference between the
-state before and after the call. See docs/architecture.md, "The pool stage".
+Domain layer, standard library only. `receive` takes a claim or a heartbeat, keeps claims
+pending until every input partition has passed them (pool_order.py), then applies them in log
+order with `apply_claim`. What a claim emits is the difference between the pool's state before
+and after it: changes, snapshots, and LinkDecisions for the installs whose profile changed,
+one of them the answer to the claim. See docs/architecture.md, "The pool stage".
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from idstream.domain import pool_order
 from idstream.domain.config import RuleConfig
-from idstream.domain.events import (
-    Forget,
-    Personalize,
-    PersonUpdate,
-    PoolId,
-    ProfileId,
-    PushRegistrationId,
-    UserIdentity,
-)
-from idstream.domain.footprint import store_footprint
-from idstream.domain.journal import Journal
+from idstream.domain.events import IdentityKind
+from idstream.domain.keys import key, parts
 from idstream.domain.messages import (
     Claim,
+    Heartbeat,
     LinkDecision,
     Output,
     OutputTopic,
@@ -34,210 +27,178 @@ from idstream.domain.messages import (
     dead_letter,
 )
 from idstream.domain.pool_output import ProfileView, diff, profile_view, snapshot
-from idstream.domain.pool_profiles import PoolState, Verdict
-from idstream.domain.pool_refold import (
-    NOTE_FULL_REFOLD,
-    NOTE_LATE_CLAIM,
-    NOTE_REAPPLIED,
-    NOTE_REFOLD_RETRY,
-    Refold,
-    fold_late,
-    journaled,
-    refold,
-    tracked_after,
-)
+from idstream.domain.pool_profiles import PoolState, TrackedTable, Verdict
+from idstream.domain.pool_rules import apply_rules
 from idstream.domain.pool_state import (
     DIGEST_EXCLUDED,
     POOL_TABLE_TYPES,
-    SEP,
-    ClaimOutputs,
-    Counter,
-    LogTail,
+    Cursor,
     PoolTables,
-    StoredClaim,
-    StoredDecision,
-    StoredFacts,
-    StoredIdentity,
-    StoredOutput,
-    StoredValue,
-    index_key,
-    log_key,
     open_pool_tables,
+    pending_key,
 )
-from idstream.domain.reasons import RejectReason
+
+ApplyClaim = Callable[[PoolTables, Claim, RuleConfig, Cursor], tuple[StageResult, Cursor]]
 
 __all__ = [
     "DIGEST_EXCLUDED",
-    "NOTE_FULL_REFOLD",
-    "NOTE_LATE_CLAIM",
-    "NOTE_REAPPLIED",
-    "NOTE_REFOLD_RETRY",
     "POOL_TABLE_TYPES",
     "PoolTables",
     "apply_claim",
+    "find_profile",
+    "identity_owner",
     "open_pool_tables",
     "profile_snapshot",
-    "reapplied_count",
-    "stored_claim",
+    "receive",
 ]
 
 
-def apply_claim(tables: PoolTables, claim: Claim, rules: RuleConfig) -> StageResult:
-    """Fold one claim into its pool's state and return the changes it caused."""
-    pool = claim.pool
-    stored = stored_claim(claim)
-    index = index_key(pool, stored.push_registration_id, stored.seq)
-    known = tables.claim_index.get(index)
-    if known is not None:
-        return _redelivered(tables, known.log_key, claim)
-    key = log_key(pool, stored)
-    tail = tables.log_tail.get(pool)
-    if tail is None or tail.log_key < key:
-        # The usual case: the claim sorts last, nothing to roll back.
-        tracked = "" if tail is None else tracked_after(tail)
-        tables.log_tail.put(pool, LogTail(key, tracked))
-        return _finish(tables, claim, stored, key, refold(tables, pool, stored, key, [], rules))
-    late = fold_late(tables, pool, stored, key, tail, rules)
-    result = _finish(late.tables, claim, stored, key, late.done, late.notes)
-    late.keep()
-    return result
-
-
-def reapplied_count(result: StageResult) -> int:
-    """How many later claims the call rolled back and applied again."""
-    return result.notes.count(NOTE_REAPPLIED)
-
-
-def _finish(
+def receive(
     tables: PoolTables,
-    claim: Claim,
-    stored: StoredClaim,
-    key: str,
-    done: Refold,
-    notes: tuple[str, ...] = (),
+    message: Claim | Heartbeat,
+    rules: RuleConfig,
+    sources: int,
+    apply: ApplyClaim | None = None,
 ) -> StageResult:
-    """Store the new footprints, emit the state diff, keep the outputs for redelivery."""
-    pool = done.state.pool
-    for claim_key, tokens in done.footprints.items():
-        old = tables.footprints.get(claim_key) if claim_key != key else None
-        store_footprint(tables, pool, claim_key, tokens, old)
-    result = _emit(tables, done.state, stored, done.verdict, claim)
-    reapplied = len(done.footprints) - 1
-    if notes or reapplied:
-        result = replace(result, notes=(*result.notes, *notes, *[NOTE_REAPPLIED] * reapplied))
-    tables.claim_outputs.put(key, _store(claim, result))
+    """Take one claim or heartbeat of a pool; apply every claim it makes ready, in log order.
+
+    `sources` is the number of input partitions: each of them must have passed a claim before
+    it is applied. `apply` applies one claim (default `apply_claim`; a driver passes one that
+    isolates a claim whose processing raises).
+    """
+    pool = message.pool
+    cursor_key = key(pool)
+    cursor = tables.cursor.get(cursor_key) or pool_order.start(sources)
+    if len(cursor.times) != sources:
+        raise ValueError(
+            f"pool {pool!r} was ordered over {len(cursor.times)} input partitions, now "
+            f"{sources}: the partition count of a deployment cannot change (rebuild instead)"
+        )
+    if isinstance(message, Claim):
+        time, source, offset = message.position
+    else:
+        time, source, offset = message.time, message.source, message.offset
+    moved = pool_order.advance(cursor, source, time, offset)
+    if moved is None:
+        # Received before: a redelivery after a crash. Its outputs were delivered then.
+        return StageResult()
+    cursor = moved
+    if isinstance(message, Claim):
+        tables.pending.put(pending_key(pool, message.position), message)
+        cursor = pool_order.with_pending(cursor, message.position)
+    result = StageResult()
+    if cursor.head is not None and pool_order.releasable(cursor, cursor.head):
+        result, cursor = _release(tables, cursor, pool, rules, apply or apply_claim)
+    tables.cursor.put(cursor_key, cursor)
     return result
 
 
-def profile_snapshot(tables: PoolTables, pool: PoolId, profile_id: str) -> dict[str, Any] | None:
+def _release(
+    tables: PoolTables, cursor: Cursor, pool: str, rules: RuleConfig, apply: ApplyClaim
+) -> tuple[StageResult, Cursor]:
+    """Apply the pending claims every source has passed, oldest first."""
+    messages: list[Any] = []
+    outputs: list[Output] = []
+    notes: list[str] = []
+    head = None
+    for found, claim in tables.pending.scan(key(pool)):
+        if not pool_order.releasable(cursor, claim.position):
+            head = claim.position
+            break
+        tables.pending.delete(found)
+        cursor = replace(cursor, pending=cursor.pending - 1)
+        done, cursor = apply(tables, claim, rules, cursor)
+        messages.extend(done.messages)
+        outputs.extend(done.outputs)
+        notes.extend(done.notes)
+    cursor = replace(cursor, head=head)
+    return StageResult(tuple(messages), tuple(outputs), tuple(notes)), cursor
+
+
+def apply_claim(
+    tables: PoolTables, claim: Claim, rules: RuleConfig, cursor: Cursor
+) -> tuple[StageResult, Cursor]:
+    """Apply one claim, in log order: the changes it caused and the decisions it sends."""
+    state = _tracked(tables, claim.pool)
+    verdict = apply_rules(state, claim, rules)
+    outputs = _emit(tables, state, claim, verdict)
+    decisions, cursor = _decisions(state, claim, verdict, cursor)
+    return StageResult(tuple(decisions), tuple(outputs)), cursor
+
+
+def profile_snapshot(tables: PoolTables, pool: str, profile_id: str) -> dict[str, Any] | None:
     """The snapshot of a profile as it is now (None: no such profile), for tools and tests."""
-    state = journaled(tables, pool, Journal())
-    view = _view(state, profile_id, before=False)
-    if view is None:
+    state = _tracked(tables, pool)
+    record = state.profile(profile_id)
+    view = profile_view(profile_id, record, state.install)
+    if view is None or record is None:
         return None
-    found = tables.versions.get(state.key(profile_id))
-    return snapshot(view, pool, found.value if found is not None else 0)
+    return snapshot(view, pool, record.version)
 
 
-# --- claims as the log stores them -------------------------------------------------------
+def find_profile(tables: PoolTables, pool: str, profile_id: str) -> dict[str, Any] | None:
+    """The snapshot of a profile, or of its merge survivor when it was merged away."""
+    found = profile_snapshot(tables, pool, profile_id)
+    if found is None:
+        alias = tables.aliases.get(key(pool, profile_id))
+        if alias is not None:
+            found = profile_snapshot(tables, pool, alias.survivor)
+    return found
 
 
-def _identity(identity: UserIdentity | None) -> StoredIdentity | None:
-    if identity is None or identity.is_empty():
-        return None
-    return StoredIdentity(identity.external_user_id, tuple(identity.emails), tuple(identity.phones))
+def identity_owner(tables: PoolTables, pool: str, kind: IdentityKind, value: str) -> str | None:
+    """The profile that owns a normalized identity in a pool, if any."""
+    owner = tables.identities.get(key(pool, kind.value, value))
+    return None if owner is None else owner.profile_id
 
 
-def _values(mapping: Any) -> dict[str, StoredValue]:
-    return {str(k): v for k, v in mapping.items()}
-
-
-def stored_claim(claim: Claim) -> StoredClaim:
-    """The claim as the pool's log keeps it (plain values only)."""
-    event = claim.event
-    facts = StoredFacts(
-        claim.facts.app_code,
-        claim.facts.push_enabled,
-        claim.facts.primary_device,
-        _values(claim.facts.system_data),
+def _tracked(tables: PoolTables, pool: str) -> PoolState:
+    return PoolState(
+        pool,
+        TrackedTable(tables.profiles),
+        TrackedTable(tables.installs),
+        TrackedTable(tables.identities),
+        TrackedTable(tables.aliases),
+        TrackedTable(tables.forgotten),
     )
-    base = StoredClaim(
-        push_registration_id=claim.push_registration_id,
-        seq=claim.seq,
-        order=(claim.order[0], claim.order[1]),
-        kind=event.type.value if event is not None else "",
-        event_id=event.event_id if event is not None else claim.order[1],
-        timestamp=event.timestamp if event is not None else claim.order[0],
-        segment=claim.segment,
-        anonymous_profile=claim.anonymous_profile,
-        facts=facts,
-    )
-    if isinstance(event, Personalize):
-        return _replace_claim(
-            base,
-            identity=_identity(event.user_identity),
-            force_depersonalize=event.force_depersonalize,
-            attributes=_values(event.user_attributes.standard),
-            custom_attributes=_values(event.user_attributes.custom),
-        )
-    if isinstance(event, PersonUpdate):
-        return _replace_claim(
-            base,
-            attributes=_values(event.attributes.standard),
-            custom_attributes=_values(event.attributes.custom),
-            tags_added=tuple(event.tags_added),
-            tags_removed=tuple(event.tags_removed),
-            identities_added=_identity(event.identities_added),
-            identities_removed=_identity(event.identities_removed),
-            identities_replaced=tuple(
-                (r.kind.value, r.old, r.new) for r in event.identities_replaced
-            ),
-        )
-    if isinstance(event, Forget):
-        return _replace_claim(base, identity=_identity(event.user_identity))
-    return base
-
-
-def _replace_claim(claim: StoredClaim, **changes: Any) -> StoredClaim:
-    return replace(claim, **changes)
 
 
 # --- outputs -----------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class _Emitter:
-    tables: PoolTables
-    state: PoolState
-    claim: StoredClaim
+class _Changes:
+    """The change events of one profile, numbered from its version before the claim."""
 
-    def next_version(self, pid: str) -> int:
-        key = self.state.key(pid)
-        found = self.tables.versions.get(key)
-        value = (found.value if found is not None else 0) + 1
-        self.tables.versions.put(key, Counter(value))
-        return value
+    claim: Claim
+    profile_id: str
+    version: int
+    outputs: list[Output]
 
-    def change(self, pid: str, fields: dict[str, Any]) -> tuple[Output, int]:
-        version = self.next_version(pid)
+    def add(self, fields: dict[str, Any]) -> None:
+        self.version += 1
         value = {
-            "profileId": pid,
-            "version": version,
+            "profileId": self.profile_id,
+            "version": self.version,
             **fields,
             "eventId": self.claim.event_id,
             "eventTime": self.claim.timestamp,
         }
-        return Output(OutputTopic.PROFILE_CHANGES, pid, value), version
+        self.outputs.append(Output(OutputTopic.PROFILE_CHANGES, self.profile_id, value))
 
 
 def _touched_profiles(state: PoolState) -> set[str]:
-    cut = len(state.pool) + 1
-    touched = {key[cut:] for key in state.profiles.before}
-    for key in state.installs.before:
-        for record in (state.installs.get_before(key), state.installs.get(key)):
+    touched = {key_to_id(state, k) for k in state.profiles.before}
+    for k in state.installs.before:
+        for record in (state.installs.get_before(k), state.installs.get(k)):
             if record is not None and record.profile_id:
                 touched.add(record.profile_id)
     return touched
+
+
+def key_to_id(state: PoolState, profile_key: str) -> str:
+    """The profile id in a `pool_profiles` key (the part after the pool)."""
+    return parts(profile_key)[1]
 
 
 def _view(state: PoolState, pid: str, *, before: bool) -> ProfileView | None:
@@ -247,172 +208,102 @@ def _view(state: PoolState, pid: str, *, before: bool) -> ProfileView | None:
     return profile_view(pid, state.profile(pid), state.install)
 
 
-def _emit(
-    tables: PoolTables, state: PoolState, stored: StoredClaim, verdict: Verdict, claim: Claim
-) -> StageResult:
-    emitter = _Emitter(tables, state, stored)
-    outputs: list[Output] = []
-    rejected_on = ""
-    if verdict.rejected:
-        install = state.install(stored.push_registration_id)
-        rejected_on = install.profile_id if install is not None else ""
+def _emit(tables: PoolTables, state: PoolState, claim: Claim, verdict: Verdict) -> list[Output]:
+    install = state.install(claim.push_registration_id)
+    rejected_on = install.profile_id if verdict.rejected and install is not None else ""
     touched = _touched_profiles(state)
     if rejected_on:
         touched.add(rejected_on)
+    outputs: list[Output] = []
     for pid in sorted(touched):
-        outputs.extend(_profile_outputs(emitter, pid, verdict if pid == rejected_on else None))
+        outputs.extend(_profile_outputs(tables, state, claim, pid, verdict, pid == rejected_on))
     if verdict.dead is not None:
         reason, detail = verdict.dead
         outputs.append(dead_letter(claim.raw, claim.meta, reason, detail))
-    return StageResult(tuple(_decisions(tables, state)), tuple(outputs))
-
-
-def _profile_outputs(emitter: _Emitter, pid: str, verdict: Verdict | None) -> list[Output]:
-    state = emitter.state
-    before = _view(state, pid, before=True)
-    after = _view(state, pid, before=False)
-    pool = state.pool
-    if after is None:
-        if before is None:
-            return []
-        survivor = _survivor_of(state, pid, before)
-        fields: dict[str, Any] = {"type": "forgotten"}
-        if survivor:
-            fields = {"type": "merged", "loser": pid, "survivor": survivor}
-        change, _ = emitter.change(pid, fields)
-        return [change, Output(OutputTopic.PROFILES, pid, None)]
-    changes = diff(before, after)
-    head = [changes.pop(0)] if changes and changes[0]["type"] == "created" else []
-    old_merged = before.merged_from if before is not None else ()
-    merged = [
-        {"type": "merged", "loser": loser, "survivor": pid}
-        for loser in after.merged_from
-        if loser not in old_merged and state.profiles.get_before(state.key(loser)) is not None
-    ]
-    rejected = [
-        {
-            "type": "identity_rejected",
-            "reason": r.reason.value,
-            "kind": r.kind.value,
-            "value": r.masked,
-        }
-        for r in (verdict.rejected if verdict is not None else [])
-    ]
-    outputs: list[Output] = []
-    version = 0
-    for fields in [*head, *merged, *changes, *rejected]:
-        change, version = emitter.change(pid, fields)
-        outputs.append(change)
-    if outputs:
-        outputs.append(Output(OutputTopic.PROFILES, pid, snapshot(after, pool, version)))
     return outputs
 
 
-def _survivor_of(state: PoolState, pid: str, before: ProfileView) -> str | None:
-    """Where a vanished profile went: its merge survivor, or None when it was forgotten.
+def _profile_outputs(
+    tables: PoolTables, state: PoolState, claim: Claim, pid: str, verdict: Verdict, rejected: bool
+) -> list[Output]:
+    before_record = state.profiles.get_before(state.key(pid))
+    before = _view(state, pid, before=True)
+    after = _view(state, pid, before=False)
+    changes = _Changes(claim, pid, before_record.version if before_record else 0, [])
+    if after is None:
+        if before is None:
+            return []
+        alias = state.aliases.get(state.key(pid))
+        if alias is not None:
+            changes.add({"kind": "merged", "loser": pid, "survivor": alias.survivor})
+        else:
+            changes.add({"kind": "forgotten"})
+        return [*changes.outputs, Output(OutputTopic.PROFILES, pid, None)]
+    found = diff(before, after, state.pool)
+    head = [found.pop(0)] if found and found[0]["kind"] == "created" else []
+    old_merged = before.merged_from if before is not None else ()
+    merged = [
+        {"kind": "merged", "loser": loser, "survivor": pid}
+        for loser in after.merged_from
+        if loser not in old_merged and state.profiles.get_before(state.key(loser)) is not None
+    ]
+    rejections = [
+        {
+            "kind": "identity_rejected",
+            "reason": r.reason.value,
+            "identityKind": r.kind.value,
+            "maskedValue": r.masked,
+        }
+        for r in (verdict.rejected if rejected else [])
+    ]
+    for fields in [*head, *merged, *found, *rejections]:
+        changes.add(fields)
+    if not changes.outputs:
+        return []
+    record = state.profile(pid)
+    assert record is not None
+    # The version is bookkeeping of the outputs: written past the tracked tables.
+    tables.profiles.put(state.key(pid), replace(record, version=changes.version))
+    latest = snapshot(after, state.pool, changes.version)
+    return [*changes.outputs, Output(OutputTopic.PROFILES, pid, latest)]
 
-    A profile also vanishes when a late claim re-folds the history so that it is never
-    created (its claims now resolve to an older person); that is reported as a merge into the
-    profile its segments now belong to.
-    """
-    alias = state.aliases.get(state.key(pid))
-    if alias is not None:
-        return alias.survivor
-    record = state.profiles.get_before(state.key(pid))
-    links = [state.segments.get(state.key(ref)) for ref in (record.segments if record else ())]
-    # Forgotten: its segments now name the erased id, or their installs' fresh anonymous
-    # profiles (which are not survivors), with `forgotten`.
-    if any(link is not None and link.forgotten for link in links):
-        return None
-    for link in links:
-        if link is not None and link.profile_id != pid and state.profile(link.profile_id):
-            return link.profile_id
-    for install in before.installs:
-        found = state.install(install.push_registration_id)
-        if found is not None and found.profile_id and state.profile(found.profile_id):
-            return found.profile_id
-    return None
 
-
-def _decisions(tables: PoolTables, state: PoolState) -> list[LinkDecision]:
+def _decisions(
+    state: PoolState, claim: Claim, verdict: Verdict, cursor: Cursor
+) -> tuple[list[LinkDecision], Cursor]:
+    """The answer to an answered claim, and a decision for every other install whose profile
+    or segment changed."""
     decisions: list[LinkDecision] = []
-    cut = len(state.pool) + 1
-    for key in sorted(state.segments.changed_keys()):
-        link = state.segments.get(key)
-        if link is None:
+    seq = cursor.decisions
+    changed = set(state.installs.changed_keys())
+    own = state.key(claim.push_registration_id)
+    if claim.answered:
+        changed.add(own)
+    forget = claim.kind == "forget" and verdict.dead is None and not verdict.skipped
+    for install_key in sorted(changed):
+        after = state.installs.get(install_key)
+        before = state.installs.get_before(install_key)
+        if after is None:
             continue
-        prid, _, segment = key[cut:].partition(SEP)
-        found = tables.sequence.get(state.pool)
-        seq = (found.value if found is not None else 0) + 1
-        tables.sequence.put(state.pool, Counter(seq))
+        answer = install_key == own and claim.answered
+        moved = before is not None and (before.profile_id, before.segment) != (
+            after.profile_id,
+            after.segment,
+        )
+        if not (answer or moved):
+            continue
+        seq += 1
+        prid = parts(install_key)[1]
         decisions.append(
             LinkDecision(
-                PushRegistrationId(prid),
-                segment,
-                ProfileId(link.profile_id),
+                prid,
+                after.segment,
+                after.profile_id,
                 seq,
-                forgotten=link.forgotten,
-                rejected=RejectReason(link.rejected) if link.rejected else None,
+                answers=claim.seq if answer else 0,
+                forgotten=forget and after.profile_id != (before.profile_id if before else ""),
+                rejected=verdict.dead[0] if answer and verdict.dead is not None else None,
+                skipped=answer and verdict.skipped,
             )
         )
-    return decisions
-
-
-# --- redelivery --------------------------------------------------------------------------
-
-
-def _source(claim: Claim) -> tuple[str, int, int] | None:
-    meta = claim.meta
-    return (meta.topic, meta.partition, meta.offset) if meta is not None else None
-
-
-def _store(claim: Claim, result: StageResult) -> ClaimOutputs:
-    decisions = tuple(
-        StoredDecision(
-            m.push_registration_id,
-            m.segment,
-            m.profile_id,
-            m.pool_seq,
-            m.forgotten,
-            m.rejected.value if m.rejected is not None else None,
-        )
-        for m in result.messages
-        if isinstance(m, LinkDecision)
-    )
-    outputs = tuple(
-        StoredOutput(
-            o.topic.value,
-            o.key,
-            json.dumps(o.value, ensure_ascii=False) if o.value is not None else None,
-        )
-        for o in result.outputs
-    )
-    return ClaimOutputs(_source(claim), decisions, outputs)
-
-
-def _redelivered(tables: PoolTables, key: str, claim: Claim) -> StageResult:
-    """The same input record again (a crash before outputs were sent): send them again."""
-    stored = tables.claim_outputs.get(key)
-    source = _source(claim)
-    if stored is None or source is None or stored.source != source:
-        return StageResult()
-    decisions = tuple(
-        LinkDecision(
-            PushRegistrationId(d.push_registration_id),
-            d.segment,
-            ProfileId(d.profile_id),
-            d.pool_seq,
-            forgotten=d.forgotten,
-            rejected=RejectReason(d.rejected) if d.rejected is not None else None,
-        )
-        for d in stored.decisions
-    )
-    outputs = tuple(
-        Output(
-            OutputTopic(o.topic),
-            o.key,
-            json.loads(o.value_json) if o.value_json is not None else None,
-        )
-        for o in stored.outputs
-    )
-    return StageResult(decisions, outputs)
+    return decisions, replace(cursor, decisions=seq)

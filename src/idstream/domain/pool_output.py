@@ -1,6 +1,7 @@
-"""Profile snapshots and change events, derived by comparing pool state before and after a call.
+"""Profile snapshots and change events, derived by comparing pool state before and after a claim.
 
-Domain layer, standard library only. Shapes are those of SPEC §6 and docs/architecture.md.
+Domain layer, standard library only. Shapes are those of schemas/output (profile-change,
+profile-snapshot); a test validates every record the drivers emit against them.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from idstream.domain.events import IdentityKind
+from idstream.domain.messages import Value
 from idstream.domain.pool_profiles import LIFECYCLE_UNINSTALLED
-from idstream.domain.pool_state import Entry, InstallRecord, ProfileRecord, StoredValue
+from idstream.domain.pool_state import Entry, InstallRecord, ProfileRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,16 +23,8 @@ class InstallView:
     lifecycle: str
     primary_device: bool
     push_enabled: bool
-    system_data: dict[str, StoredValue]
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "appCode": self.app_code,
-            "lifecycle": self.lifecycle,
-            "primaryDevice": self.primary_device,
-            "pushEnabled": self.push_enabled,
-            "systemData": self.system_data,
-        }
+    system_data: dict[str, Value]
+    custom_attributes: dict[str, Value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +37,14 @@ class ProfileView:
     external_user_ids: tuple[str, ...]
     emails: tuple[str, ...]
     phones: tuple[str, ...]
-    attributes: dict[str, StoredValue]
-    custom_attributes: dict[str, StoredValue]
+    attributes: dict[str, Value]
+    custom_attributes: dict[str, Value]
     tags: tuple[str, ...]
     installs: tuple[InstallView, ...]
     merged_from: tuple[str, ...]
 
 
-def _shown(entries: dict[str, Entry]) -> dict[str, StoredValue]:
+def _shown(entries: dict[str, Entry]) -> dict[str, Value]:
     return {k: e.value for k, e in sorted(entries.items()) if e.value is not None}
 
 
@@ -71,6 +65,7 @@ def profile_view(
                     install.primary_device,
                     install.push_enabled,
                     dict(install.system_data),
+                    dict(install.custom_attributes),
                 )
             )
     return ProfileView(
@@ -115,6 +110,8 @@ def snapshot(view: ProfileView, pool: str, version: int) -> dict[str, Any]:
                 "lifecycle": i.lifecycle,
                 "primaryDevice": i.primary_device,
                 "pushEnabled": i.push_enabled,
+                "systemData": dict(i.system_data),
+                "customAttributes": dict(i.custom_attributes),
             }
             for i in view.installs
         ],
@@ -150,43 +147,67 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, An
     }
 
 
-def diff(before: ProfileView | None, after: ProfileView) -> list[dict[str, Any]]:
+def _install_changes(old: InstallView, new: InstallView) -> dict[str, Any]:
+    """The fields of an `install_updated` change that differ (schema: install_updated)."""
+    fields: dict[str, Any] = {}
+    if system := _changed(old.system_data, new.system_data):
+        fields["systemData"] = system
+    if custom := _changed(old.custom_attributes, new.custom_attributes):
+        fields["customAttributes"] = custom
+    if old.primary_device != new.primary_device:
+        fields["primaryDevice"] = {"old": old.primary_device, "new": new.primary_device}
+    if old.lifecycle != new.lifecycle:
+        fields["lifecycle"] = {"old": old.lifecycle, "new": new.lifecycle}
+    if old.push_enabled != new.push_enabled:
+        fields["pushEnabled"] = {"old": old.push_enabled, "new": new.push_enabled}
+    return fields
+
+
+def diff(before: ProfileView | None, after: ProfileView, pool: str) -> list[dict[str, Any]]:
     """Change events (without the common fields) that turn `before` into `after`."""
     changes: list[dict[str, Any]] = []
     if before is None:
-        changes.append({"type": "created", "kind": after.kind})
+        changes.append({"kind": "created", "profileKind": after.kind, "pool": pool})
     for kind, name in _KIND_FIELDS:
         old: tuple[str, ...] = getattr(before, name) if before is not None else ()
         new: tuple[str, ...] = getattr(after, name)
         changes.extend(
-            {"type": "identity_removed", "kind": kind.value, "value": v}
+            {"kind": "identity_removed", "identityKind": kind.value, "value": v}
             for v in old
             if v not in new
         )
         changes.extend(
-            {"type": "identity_added", "kind": kind.value, "value": v} for v in new if v not in old
+            {"kind": "identity_added", "identityKind": kind.value, "value": v}
+            for v in new
+            if v not in old
         )
     attributes = _changed(before.attributes if before else {}, after.attributes)
     custom = _changed(before.custom_attributes if before else {}, after.custom_attributes)
     if attributes or custom:
         changes.append(
-            {"type": "attributes_changed", "attributes": attributes, "customAttributes": custom}
+            {"kind": "attributes_changed", "attributes": attributes, "customAttributes": custom}
         )
     old_tags = set(before.tags) if before is not None else set()
     added = sorted(set(after.tags) - old_tags)
     removed = sorted(old_tags - set(after.tags))
     if added or removed:
-        changes.append({"type": "tags_changed", "added": added, "removed": removed})
+        changes.append({"kind": "tags_changed", "added": added, "removed": removed})
     old_installs = {i.push_registration_id: i for i in before.installs} if before else {}
     new_installs = {i.push_registration_id: i for i in after.installs}
     for prid in sorted(old_installs.keys() - new_installs.keys()):
-        changes.append({"type": "install_unlinked", "pushRegistrationId": prid})
+        changes.append(
+            {
+                "kind": "install_unlinked",
+                "pushRegistrationId": prid,
+                "appCode": old_installs[prid].app_code,
+            }
+        )
     for prid, install in sorted(new_installs.items()):
+        head = {"pushRegistrationId": prid, "appCode": install.app_code}
         if prid not in old_installs:
-            changes.append({"type": "install_linked", "pushRegistrationId": prid})
+            changes.append({"kind": "install_linked", **head})
         elif old_installs[prid] != install:
-            fields = _changed(old_installs[prid].fields(), install.fields())
-            changes.append(
-                {"type": "install_updated", "pushRegistrationId": prid, "changes": fields}
-            )
+            fields = _install_changes(old_installs[prid], install)
+            if fields:
+                changes.append({"kind": "install_updated", **head, **fields})
     return changes

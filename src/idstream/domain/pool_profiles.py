@@ -1,43 +1,37 @@
 """Operations on pool state that the rules are made of: identities, links, attributes, merges.
 
-Domain layer, standard library only. Every write goes through the journaled tables of
-`PoolState`, so the claim being applied can be rolled back (journal.py).
+Domain layer, standard library only. Every write goes through the tracked tables of
+`PoolState`, which remember each key's value from before the claim, so pool.py can emit the
+difference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
 
+from idstream.domain import keys
 from idstream.domain.config import PersonLimits, RuleConfig
-from idstream.domain.events import IDENTITY_PRIORITY, IdentityKind, PoolId
+from idstream.domain.events import IDENTITY_PRIORITY, IdentityKind
 from idstream.domain.identities import mask, normalize_identity
-from idstream.domain.journal import JournaledTable
+from idstream.domain.messages import Claim, ClaimIdentity, Value
 from idstream.domain.pool_state import (
     ANONYMOUS,
     PERSON,
-    SEP,
     Alias,
-    AliasUndo,
     Entry,
     ForgetEntry,
-    ForgetUndo,
     IdentityOwner,
-    IdentityUndo,
     InstallRecord,
-    InstallUndo,
-    Order,
     ProfileRecord,
-    ProfileUndo,
-    SegmentLink,
-    SegmentUndo,
     Stamp,
-    StoredClaim,
-    StoredIdentity,
-    StoredValue,
     TagEntry,
-    segment_ref,
 )
+from idstream.domain.ports import StateTable
 from idstream.domain.reasons import RejectReason
+
+V = TypeVar("V")
 
 LIFECYCLE_ANONYMOUS = "anonymous"
 LIFECYCLE_PERSONALIZED = "personalized"
@@ -65,25 +59,62 @@ class Rejected:
 class Verdict:
     dead: tuple[RejectReason, str] | None = None  # the whole claim goes to the dead letter
     rejected: list[Rejected] = field(default_factory=list)
+    skipped: bool = False  # dropped by a rule (stamped before a forget of its person)
 
     def reject(self, reason: RejectReason, kind: IdentityKind, value: str) -> None:
         self.rejected.append(Rejected(reason, kind, mask(kind, value)))
 
 
+class TrackedTable(Generic[V]):
+    """A StateTable that remembers the first old value of every key written through it, so
+    the state before a claim can be read back (`get_before`) and compared."""
+
+    def __init__(self, table: StateTable[V]) -> None:
+        self._table = table
+        self.before: dict[str, V | None] = {}
+
+    def get(self, key: str) -> V | None:
+        return self._table.get(key)
+
+    def get_before(self, key: str) -> V | None:
+        """The value the key had when the claim began."""
+        if key in self.before:
+            return self.before[key]
+        return self._table.get(key)
+
+    def put(self, key: str, value: V) -> None:
+        if key not in self.before:
+            self.before[key] = self._table.get(key)
+        self._table.put(key, value)
+
+    def delete(self, key: str) -> None:
+        if key not in self.before:
+            old = self._table.get(key)
+            if old is None:
+                return
+            self.before[key] = old
+        self._table.delete(key)
+
+    def changed_keys(self) -> Iterator[str]:
+        """Keys written during the claim whose value differs from the one before."""
+        for key, old in self.before.items():
+            if self._table.get(key) != old:
+                yield key
+
+
 @dataclass(slots=True)
 class PoolState:
-    """Typed access to one pool's journaled tables (keys prefixed with the pool)."""
+    """Typed access to one pool's tracked tables (keys start with the pool)."""
 
-    pool: PoolId
-    profiles: JournaledTable[ProfileRecord, ProfileUndo]
-    installs: JournaledTable[InstallRecord, InstallUndo]
-    segments: JournaledTable[SegmentLink, SegmentUndo]
-    identities: JournaledTable[IdentityOwner, IdentityUndo]
-    aliases: JournaledTable[Alias, AliasUndo]
-    forgotten: JournaledTable[ForgetEntry, ForgetUndo]
+    pool: str
+    profiles: TrackedTable[ProfileRecord]
+    installs: TrackedTable[InstallRecord]
+    identities: TrackedTable[IdentityOwner]
+    aliases: TrackedTable[Alias]
+    forgotten: TrackedTable[ForgetEntry]
 
     def key(self, *parts: str) -> str:
-        return SEP.join((self.pool, *parts))
+        return keys.key(self.pool, *parts)
 
     def profile(self, pid: str) -> ProfileRecord | None:
         return self.profiles.get(self.key(pid)) if pid else None
@@ -109,18 +140,15 @@ class PoolState:
         else:
             self.identities.put(key, IdentityOwner(pid))
 
-    def remember_forget(self, hashed: str, order: Order) -> None:
+    def remember_forget(self, hashed: str, timestamp: int) -> None:
         old = self.forgotten.get(self.key(hashed))
-        if old is None or old.order < order:
-            self.forgotten.put(self.key(hashed), ForgetEntry(order))
+        if old is None or old.timestamp < timestamp:
+            self.forgotten.put(self.key(hashed), ForgetEntry(timestamp))
 
-    def forgotten_after(self, hashed: str, order: Order) -> bool:
+    def forgotten_after(self, hashed: str, timestamp: int) -> bool:
+        """A forget of `hashed` stamped after `timestamp` is registered."""
         entry = self.forgotten.get(self.key(hashed))
-        return entry is not None and entry.order > order
-
-    def forgotten_at_or_after(self, hashed: str, order: Order) -> bool:
-        entry = self.forgotten.get(self.key(hashed))
-        return entry is not None and entry.order >= order
+        return entry is not None and entry.timestamp > timestamp
 
 
 # --- identities --------------------------------------------------------------------------
@@ -147,7 +175,7 @@ def limit(limits: PersonLimits, kind: IdentityKind) -> int:
     return limits.emails if kind is IdentityKind.EMAIL else limits.phones
 
 
-def _raw_identities(identity: StoredIdentity | None) -> list[tuple[IdentityKind, str]]:
+def _raw_identities(identity: ClaimIdentity | None) -> list[tuple[IdentityKind, str]]:
     if identity is None:
         return []
     raw: list[tuple[IdentityKind, str]] = []
@@ -159,7 +187,7 @@ def _raw_identities(identity: StoredIdentity | None) -> list[tuple[IdentityKind,
 
 
 def normalize_all(
-    identity: StoredIdentity | None, config: RuleConfig, verdict: Verdict | None
+    identity: ClaimIdentity | None, config: RuleConfig, verdict: Verdict | None
 ) -> list[Identity]:
     """Usable identities in priority order, without duplicates; the rest recorded as rejected."""
     usable: list[Identity] = []
@@ -200,32 +228,7 @@ def detach(state: PoolState, pid: str, identity: Identity) -> None:
     state.set_owner(identity, None)
 
 
-# --- links and segments ------------------------------------------------------------------
-
-
-def set_segment(
-    state: PoolState,
-    prid: str,
-    segment: str,
-    pid: str,
-    *,
-    rejected: str | None = None,
-    forgotten: bool = False,
-) -> None:
-    key = state.key(prid, segment)
-    ref = segment_ref(prid, segment)
-    old = state.segments.get(key)
-    if old is not None and old.profile_id != pid:
-        previous = state.profile(old.profile_id)
-        if previous is not None:
-            segments = tuple(s for s in previous.segments if s != ref)
-            state.put_profile(old.profile_id, replace(previous, segments=segments))
-    record = state.profile(pid)
-    if record is not None and ref not in record.segments:
-        state.put_profile(pid, replace(record, segments=(*record.segments, ref)))
-    link = SegmentLink(pid, rejected, forgotten)
-    if old != link:
-        state.segments.put(key, link)
+# --- links -------------------------------------------------------------------------------
 
 
 def unlink_install(state: PoolState, prid: str, pid: str) -> None:
@@ -245,7 +248,6 @@ def link_install(state: PoolState, prid: str, pid: str, segment: str, lifecycle:
     assert record is not None
     if prid not in record.installs:
         state.put_profile(pid, replace(record, installs=tuple(sorted((*record.installs, prid)))))
-    set_segment(state, prid, segment, pid)
     if install.lifecycle != LIFECYCLE_UNINSTALLED:
         install = replace(install, lifecycle=lifecycle)
     state.put_install(
@@ -259,12 +261,12 @@ def link_install(state: PoolState, prid: str, pid: str, segment: str, lifecycle:
     )
 
 
-def create_profile(state: PoolState, pid: str, kind: str, claim: StoredClaim) -> None:
+def create_profile(state: PoolState, pid: str, kind: str, claim: Claim) -> None:
     if state.profile(pid) is None:
-        state.put_profile(pid, ProfileRecord(kind, claim.order, claim.timestamp))
+        state.put_profile(pid, ProfileRecord(kind, claim.position, claim.timestamp))
 
 
-def ensure_install(state: PoolState, claim: StoredClaim) -> InstallRecord:
+def ensure_install(state: PoolState, claim: Claim) -> InstallRecord:
     """The install's record with the claim's facts; a first claim creates its anonymous profile."""
     prid = claim.push_registration_id
     install = state.install(prid)
@@ -277,7 +279,8 @@ def ensure_install(state: PoolState, claim: StoredClaim) -> InstallRecord:
             facts.push_enabled,
             facts.primary_device,
             dict(facts.system_data),
-            claim.segment,
+            dict(facts.custom_attributes),
+            claim.event_id,
             "",
         )
     elif (
@@ -285,32 +288,35 @@ def ensure_install(state: PoolState, claim: StoredClaim) -> InstallRecord:
         install.push_enabled,
         install.primary_device,
         install.system_data,
-    ) != (facts.app_code, facts.push_enabled, facts.primary_device, facts.system_data):
+        install.custom_attributes,
+    ) != (
+        facts.app_code,
+        facts.push_enabled,
+        facts.primary_device,
+        facts.system_data,
+        facts.custom_attributes,
+    ):
         install = replace(
             install,
             app_code=facts.app_code,
             push_enabled=facts.push_enabled,
             primary_device=facts.primary_device,
             system_data=dict(facts.system_data),
+            custom_attributes=dict(facts.custom_attributes),
         )
     state.put_install(prid, install)
     if fresh:
+        # The install's first event opened its first segment, anonymous: the install stage
+        # resolved it to this profile without asking (install.py).
         create_profile(state, claim.anonymous_profile, ANONYMOUS, claim)
-        link_install(state, prid, claim.anonymous_profile, claim.segment, LIFECYCLE_ANONYMOUS)
+        link_install(state, prid, claim.anonymous_profile, claim.event_id, LIFECYCLE_ANONYMOUS)
     found = state.install(prid)
     assert found is not None
     return found
 
 
-def reject_segment(
-    state: PoolState, claim: StoredClaim, verdict: Verdict, reason: RejectReason, detail: str
-) -> None:
-    """The claim opened a segment but is rejected: the segment keeps the install's profile."""
-    prid = claim.push_registration_id
-    install = state.install(prid)
-    assert install is not None
-    set_segment(state, prid, claim.segment, install.profile_id, rejected=reason.value)
-    state.put_install(prid, replace(install, segment=claim.segment))
+def reject(verdict: Verdict, reason: RejectReason, detail: str) -> None:
+    """The whole claim goes to the dead letter; the install keeps its segment and profile."""
     verdict.dead = (reason, detail)
     verdict.rejected.clear()
 
@@ -318,9 +324,7 @@ def reject_segment(
 # --- attributes --------------------------------------------------------------------------
 
 
-def _lww(
-    entries: dict[str, Entry], updates: dict[str, StoredValue], stamp: Stamp
-) -> dict[str, Entry]:
+def _lww(entries: dict[str, Entry], updates: dict[str, Value], stamp: Stamp) -> dict[str, Entry]:
     merged = dict(entries)
     for key, value in updates.items():
         old = merged.get(key)
@@ -329,7 +333,7 @@ def _lww(
     return merged
 
 
-def apply_attributes(state: PoolState, pid: str, claim: StoredClaim, limits: PersonLimits) -> None:
+def apply_attributes(state: PoolState, pid: str, claim: Claim, limits: PersonLimits) -> None:
     record = state.profile(pid)
     assert record is not None
     stamp = (claim.timestamp, claim.event_id)
@@ -354,7 +358,7 @@ def apply_attributes(state: PoolState, pid: str, claim: StoredClaim, limits: Per
         state.put_profile(pid, updated)
 
 
-def has_attributes(claim: StoredClaim) -> bool:
+def has_attributes(claim: Claim) -> bool:
     return bool(
         claim.attributes or claim.custom_attributes or claim.tags_added or claim.tags_removed
     )
@@ -391,12 +395,11 @@ def merge_profiles(state: PoolState, loser_id: str, survivor_id: str) -> None:
         install = state.install(prid)
         if install is not None and install.profile_id == loser_id:
             state.put_install(prid, replace(install, profile_id=survivor_id))
-    for ref in loser.segments:
-        key = state.key(ref)
-        link = state.segments.get(key)
-        if link is not None:
-            state.segments.put(key, replace(link, profile_id=survivor_id))
-    for merged in (*loser.merged_from, loser_id):
+    # A profile created by this same claim was never announced to consumers (no `created`
+    # change), so nothing refers to it: it leaves no alias and no mergedFrom entry.
+    announced = state.profiles.get_before(state.key(loser_id)) is not None
+    gone = (*loser.merged_from, loser_id) if announced else loser.merged_from
+    for merged in gone:
         state.aliases.put(state.key(merged), Alias(survivor_id))
     absorbed = survivor.merges_absorbed
     if loser.kind == PERSON:
@@ -410,8 +413,7 @@ def merge_profiles(state: PoolState, loser_id: str, survivor_id: str) -> None:
         custom_attributes=_merge_entries(survivor.custom_attributes, loser.custom_attributes),
         tags=_merge_tags(survivor.tags, loser.tags),
         installs=tuple(sorted(set(survivor.installs) | set(loser.installs))),
-        segments=union(survivor.segments, loser.segments),
-        merged_from=union(survivor.merged_from, (*loser.merged_from, loser_id)),
+        merged_from=union(survivor.merged_from, gone),
         merges_absorbed=absorbed,
     )
     state.put_profile(survivor_id, merged_record)

@@ -1,6 +1,6 @@
-"""The identity and profile rules of SPEC §4.3-4.10, applied to one stored claim.
+"""The identity and profile rules of SPEC §4.3-4.10, applied to one claim in log order.
 
-Domain layer, standard library only. `apply_rules` changes pool state through journaled tables
+Domain layer, standard library only. `apply_rules` changes pool state through tracked tables
 and returns a `Verdict` (whole-claim rejection, identities not attached); pool.py decides what
 to emit from the state diff. The operations it is built of are in pool_profiles.py.
 """
@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from idstream.domain.config import ConflictMode, Continuity, PersonLimits, RuleConfig
-from idstream.domain.events import IDENTITY_PRIORITY, EventType, IdentityKind, PushRegistrationId
+from idstream.domain.events import IDENTITY_PRIORITY, EventType, IdentityKind
 from idstream.domain.identities import identity_hash, install_hash, normalize_identity
 from idstream.domain.ids import anonymous_profile_id, person_profile_id
+from idstream.domain.messages import Claim, LogPosition
 from idstream.domain.pool_profiles import (
     LIFECYCLE_ANONYMOUS,
     LIFECYCLE_DEPERSONALIZED,
@@ -32,18 +33,11 @@ from idstream.domain.pool_profiles import (
     link_install,
     merge_profiles,
     normalize_all,
-    reject_segment,
-    set_segment,
+    reject,
     unlink_install,
     with_identities,
 )
-from idstream.domain.pool_state import (
-    ANONYMOUS,
-    PERSON,
-    Order,
-    SegmentLink,
-    StoredClaim,
-)
+from idstream.domain.pool_state import ANONYMOUS, PERSON
 from idstream.domain.reasons import RejectReason
 
 # --- personalize -------------------------------------------------------------------------
@@ -56,7 +50,7 @@ class _Plan:
     conflicts: tuple[tuple[Identity, RejectReason], ...] = ()  # owned identities not attached
 
 
-def _survivor_key(state: PoolState, pid: str) -> tuple[Order, str]:
+def _survivor_key(state: PoolState, pid: str) -> tuple[LogPosition, str]:
     record = state.profile(pid)
     assert record is not None
     return (record.created, pid)
@@ -124,13 +118,11 @@ def _unusable_reason(verdict: Verdict) -> RejectReason:
     return RejectReason.BLOCKED_IDENTITY if blocked else RejectReason.INVALID_IDENTITY
 
 
-def _personalize(
-    state: PoolState, claim: StoredClaim, config: RuleConfig, verdict: Verdict
-) -> None:
+def _personalize(state: PoolState, claim: Claim, config: RuleConfig, verdict: Verdict) -> None:
     prid = claim.push_registration_id
     wanted = normalize_all(claim.identity, config, verdict)
     if not wanted:
-        reject_segment(state, claim, verdict, _unusable_reason(verdict), "no usable identity")
+        reject(verdict, _unusable_reason(verdict), "no usable identity")
         return
     install = state.install(prid)
     assert install is not None
@@ -144,19 +136,17 @@ def _personalize(
         if owned == {install.profile_id} and not other_ext:
             # The same person again: add what it lacks.
             _attach_missing(state, install.profile_id, wanted, owners, config, verdict)
-            link_install(state, prid, install.profile_id, claim.segment, LIFECYCLE_PERSONALIZED)
+            link_install(state, prid, install.profile_id, claim.event_id, LIFECYCLE_PERSONALIZED)
             apply_attributes(state, install.profile_id, claim, config.limits)
             return
         if not claim.force_depersonalize:
-            reject_segment(
-                state, claim, verdict, RejectReason.ALREADY_PERSONALIZED, "personalized to another"
-            )
+            reject(verdict, RejectReason.ALREADY_PERSONALIZED, "personalized to another person")
             return
     elif current is not None:
         anonymous = install.profile_id
     plan = _plan(state, wanted, owners, config)
     if isinstance(plan, RejectReason):
-        reject_segment(state, claim, verdict, plan, "identities belong to protected persons")
+        reject(verdict, plan, "identities belong to protected persons")
         return
     if current is not None and current.kind == PERSON:
         # forceDepersonalize: leave the old person first; there is no anonymous period.
@@ -164,7 +154,7 @@ def _personalize(
         state.put_install(prid, replace(install, profile_id=""))
     target = plan.target
     if target is None:
-        target = person_profile_id(state.pool, claim.event_id)
+        target = person_profile_id(state.pool, claim.position)
         create_profile(state, target, PERSON, claim)
     for loser in plan.losers:
         merge_profiles(state, loser, target)
@@ -179,7 +169,7 @@ def _personalize(
             merge_profiles(state, anonymous, target)
         else:
             unlink_install(state, prid, anonymous)
-    link_install(state, prid, target, claim.segment, LIFECYCLE_PERSONALIZED)
+    link_install(state, prid, target, claim.event_id, LIFECYCLE_PERSONALIZED)
     apply_attributes(state, target, claim, config.limits)
 
 
@@ -199,27 +189,25 @@ def _attach_missing(
 # --- the other claims --------------------------------------------------------------------
 
 
-def _depersonalize(state: PoolState, claim: StoredClaim, verdict: Verdict) -> None:
+def _depersonalize(state: PoolState, claim: Claim, verdict: Verdict) -> None:
     prid = claim.push_registration_id
     install = state.install(prid)
     assert install is not None
     current = state.profile(install.profile_id)
     if current is None or current.kind != PERSON:
-        reject_segment(state, claim, verdict, RejectReason.NOT_PERSONALIZED, "not personalized")
+        reject(verdict, RejectReason.NOT_PERSONALIZED, "install is not personalized")
         return
     create_profile(state, claim.anonymous_profile, ANONYMOUS, claim)
-    link_install(state, prid, claim.anonymous_profile, claim.segment, LIFECYCLE_DEPERSONALIZED)
+    link_install(state, prid, claim.anonymous_profile, claim.event_id, LIFECYCLE_DEPERSONALIZED)
 
 
-def _uninstall(state: PoolState, claim: StoredClaim) -> None:
+def _uninstall(state: PoolState, claim: Claim) -> None:
     install = state.install(claim.push_registration_id)
     assert install is not None
     state.put_install(claim.push_registration_id, replace(install, lifecycle=LIFECYCLE_UNINSTALLED))
 
 
-def _person_update(
-    state: PoolState, claim: StoredClaim, config: RuleConfig, verdict: Verdict
-) -> None:
+def _person_update(state: PoolState, claim: Claim, config: RuleConfig, verdict: Verdict) -> None:
     install = state.install(claim.push_registration_id)
     assert install is not None
     pid = install.profile_id
@@ -258,7 +246,7 @@ def _person_update(
 
 
 def _normalized_replacements(
-    claim: StoredClaim, config: RuleConfig, verdict: Verdict
+    claim: Claim, config: RuleConfig, verdict: Verdict
 ) -> list[tuple[Identity, Identity]]:
     pairs: list[tuple[Identity, Identity]] = []
     for kind_value, old_raw, new_raw in claim.identities_replaced:
@@ -297,7 +285,7 @@ def _replace_identity(
     state.set_owner(new, pid)
 
 
-def _forget(state: PoolState, claim: StoredClaim, config: RuleConfig, verdict: Verdict) -> None:
+def _forget(state: PoolState, claim: Claim, config: RuleConfig, verdict: Verdict) -> None:
     prid = claim.push_registration_id
     install = state.install(prid)
     assert install is not None
@@ -305,7 +293,7 @@ def _forget(state: PoolState, claim: StoredClaim, config: RuleConfig, verdict: V
         unusable = Verdict()
         given = normalize_all(claim.identity, config, unusable)
         if not given:
-            verdict.dead = (_unusable_reason(unusable), "no usable identity to forget")
+            reject(verdict, _unusable_reason(unusable), "no usable identity to forget")
             return
         hashes = [identity_hash(state.pool, kind, value) for kind, value in given]
         targets = sorted({pid for i in given if (pid := state.owner(i)) is not None})
@@ -313,97 +301,76 @@ def _forget(state: PoolState, claim: StoredClaim, config: RuleConfig, verdict: V
         hashes = [install_hash(state.pool, prid)]
         current = state.profile(install.profile_id)
         targets = [install.profile_id] if current is not None and current.kind == PERSON else []
-    # Forgotten before (a rebuild that restored the register): nothing left to erase.
-    known = any(state.forgotten_at_or_after(h, claim.order) for h in hashes)
+    if not targets:
+        if any(state.forgotten_after(hashed, claim.timestamp - 1) for hashed in hashes):
+            # Forgotten already by this forget or a later one (a rebuild that applied the
+            # forget register first): nothing is left to erase.
+            verdict.skipped = True
+        else:
+            reject(verdict, RejectReason.UNKNOWN_PERSON, "no person to forget")
+        return
     for hashed in hashes:
-        state.remember_forget(hashed, claim.order)
-    if not targets and not known:
-        verdict.dead = (RejectReason.UNKNOWN_PERSON, "no person to forget")
+        state.remember_forget(hashed, claim.timestamp)
     for pid in targets:
         _erase(state, pid, claim)
-    if claim.identity is None and claim.segment != install.segment:
-        # The install forgot its own person and already opened a fresh anonymous segment; its
-        # profile, anonymous_profile_id(prid, forget eventId), is the one _erase gave the
-        # install's old segment.
-        create_profile(state, claim.anonymous_profile, ANONYMOUS, claim)
-        link_install(state, prid, claim.anonymous_profile, claim.segment, LIFECYCLE_ANONYMOUS)
 
 
-def _erase(state: PoolState, pid: str, claim: StoredClaim) -> None:
+def _erase(state: PoolState, pid: str, claim: Claim) -> None:
     """Delete a person from every table; keep only hashes in the forget register (SPEC §4.10).
 
-    Every install whose current segment belonged to the person moves, in the fold, to a fresh
-    anonymous profile, anonymous_profile_id(prid, forget eventId): its current segment's link
-    names that profile (forgotten), so the install stage resolves the segment's held and later
-    events there whatever the arrival order. Older segments keep the erased id, forgotten.
+    Every install linked to the person moves to a fresh anonymous profile,
+    anonymous_profile_id(prid, the forget's position): the install stage resolves its later
+    events there. The forgetting install's own segment is the one its forget opened.
     """
     record = state.profile(pid)
     assert record is not None
-    order = claim.order
     for kind in IDENTITY_PRIORITY:
         for value in identities_of(record, kind):
-            state.remember_forget(identity_hash(state.pool, kind, value), order)
+            state.remember_forget(identity_hash(state.pool, kind, value), claim.timestamp)
             state.set_owner((kind, value), None)
-    moved: list[tuple[str, str, str]] = []  # (prid, current segment, fresh profile)
     for prid in record.installs:
-        state.remember_forget(install_hash(state.pool, prid), order)
+        state.remember_forget(install_hash(state.pool, prid), claim.timestamp)
         install = state.install(prid)
-        if install is not None and install.profile_id == pid:
-            lifecycle = install.lifecycle
-            if lifecycle != LIFECYCLE_UNINSTALLED:
-                lifecycle = LIFECYCLE_ANONYMOUS
-            fresh = anonymous_profile_id(PushRegistrationId(prid), claim.event_id)
-            create_profile(state, fresh, ANONYMOUS, claim)
-            fresh_record = state.profile(fresh)
-            assert fresh_record is not None
-            if prid not in fresh_record.installs:
-                installs = tuple(sorted((*fresh_record.installs, prid)))
-                state.put_profile(fresh, replace(fresh_record, installs=installs))
-            state.put_install(
-                prid,
-                replace(install, profile_id=fresh, lifecycle=lifecycle, was_personalized=False),
-            )
-            moved.append((prid, install.segment, fresh))
-    for ref in record.segments:
-        old = state.segments.get(state.key(ref))
-        rejected = old.rejected if old is not None else None
-        state.segments.put(state.key(ref), SegmentLink(pid, rejected, True))
-    for prid, segment, fresh_id in moved:
-        old = state.segments.get(state.key(prid, segment))
-        rejected = old.rejected if old is not None else None
-        set_segment(state, prid, segment, fresh_id, rejected=rejected, forgotten=True)
+        if install is None or install.profile_id != pid:
+            continue
+        fresh = anonymous_profile_id(prid, claim.position)
+        create_profile(state, fresh, ANONYMOUS, claim)
+        lifecycle = install.lifecycle
+        if lifecycle != LIFECYCLE_UNINSTALLED:
+            lifecycle = LIFECYCLE_ANONYMOUS
+        own = prid == claim.push_registration_id and claim.identity is None
+        segment = claim.event_id if own else install.segment
+        state.put_install(prid, replace(install, profile_id="", was_personalized=False))
+        link_install(state, prid, fresh, segment, lifecycle)
     for merged in record.merged_from:
         state.aliases.delete(state.key(merged))
     state.profiles.delete(state.key(pid))
 
 
-def _skipped_by_forget(state: PoolState, claim: StoredClaim, config: RuleConfig) -> bool:
-    """A claim older than a registered forget of its install or identities never applies."""
+def _skipped_by_forget(state: PoolState, claim: Claim, config: RuleConfig) -> bool:
+    """A claim stamped before a registered forget of its install or identities never applies:
+    an offline queue delivered after the forget cannot bring the person back."""
     if claim.kind not in (EventType.PERSONALIZE, EventType.PERSON_UPDATE):
         return False
-    if state.forgotten_after(install_hash(state.pool, claim.push_registration_id), claim.order):
+    if state.forgotten_after(install_hash(state.pool, claim.push_registration_id), claim.timestamp):
         return True
     identities = [
         *normalize_all(claim.identity, config, None),
         *normalize_all(claim.identities_added, config, None),
     ]
     return any(
-        state.forgotten_after(identity_hash(state.pool, kind, value), claim.order)
+        state.forgotten_after(identity_hash(state.pool, kind, value), claim.timestamp)
         for kind, value in identities
     )
 
 
-def apply_rules(state: PoolState, claim: StoredClaim, config: RuleConfig) -> Verdict:
-    """Apply one claim to the pool state (in fold order) and say what was rejected."""
+def apply_rules(state: PoolState, claim: Claim, config: RuleConfig) -> Verdict:
+    """Apply one claim to the pool state (in log order) and say what was rejected."""
     verdict = Verdict()
     # Claims stamped after an uninstall never get here: the install stage rejects them.
     ensure_install(state, claim)
     if _skipped_by_forget(state, claim, config):
-        if claim.kind == EventType.PERSONALIZE:
-            install = state.install(claim.push_registration_id)
-            assert install is not None
-            ref_pid = install.profile_id
-            set_segment(state, claim.push_registration_id, claim.segment, ref_pid, forgotten=True)
+        verdict.skipped = True
         return verdict
     if claim.kind == EventType.PERSONALIZE:
         _personalize(state, claim, config, verdict)

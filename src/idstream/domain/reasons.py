@@ -25,3 +25,5 @@ class RejectReason(StrEnum):
     ALREADY_PERSONALIZED = "already_personalized"
     NOT_PERSONALIZED = "not_personalized"
     UNKNOWN_PERSON = "unknown_person"
+    # a record whose decoding or processing raised: a defect, isolated to this record
+    PROCESSING_ERROR = "processing_error"

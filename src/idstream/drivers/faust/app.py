@@ -8,13 +8,11 @@ Driver layer; the only place that imports faust besides drivers/faust/tables.py.
                                                       └─> resolved-events, dead-letter
     idstream.internal.claims ─> pool agent ─> decisions, profile-changes, profiles, dead-letter
 
-Each agent handles a batch of records at a time (fewer wake-ups) and sets Faust's current
-event to each record in turn, so every table write lands in that record's partition. Outputs,
-claims, decisions and changelog records are built into one Kafka record batch per topic
-partition (`Outbox`, no Faust `Topic.send` per record) and handed to the aiokafka producer at
-the end of the batch, whose body waits for all of them to be delivered before it returns, i.e.
-before `take_events` acks the batch's records: an offset is never committed before its outputs
-are delivered (at-least-once).
+Each agent takes a batch of records at a time and hands it to the worker (worker.py), which
+sets Faust's current event to each record in turn, so every table write lands in that
+record's partition. A batch's records are delivered before `take_events` acks it: an offset is
+never committed before its outputs are delivered (at-least-once). Here: the app, its topics
+and tables, the agents, the delivery check (continuity.py) and the tick timer.
 """
 
 from __future__ import annotations
@@ -22,39 +20,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import weakref
 from collections.abc import Iterable
 from typing import Any, NoReturn, cast
 
 import faust
-import orjson
-from aiokafka.errors import KafkaError
-from faust.streams import _current_event
 from mode import CrashingSupervisor
 
-from idstream.codecs import Rejection, decode
-from idstream.domain.events import RecordMeta
-from idstream.domain.install import apply_decision, apply_event, open_install_tables
-from idstream.domain.messages import (
-    Claim,
-    LinkDecision,
-    Output,
-    OutputTopic,
-    StageResult,
-    dead_letter,
-)
-from idstream.domain.pool import apply_claim, open_pool_tables
+from idstream.domain.install import open_install_tables
+from idstream.domain.pool import open_pool_tables
 from idstream.drivers.faust.continuity import Continuity, Gap
 from idstream.drivers.faust.metrics import Metrics
-from idstream.drivers.faust.serde import (
-    decode_claim,
-    decode_decision,
-    encode_claim,
-    encode_decision,
-)
+from idstream.drivers.faust.outbox import RECORD_BATCH_BYTES, Outbox
 from idstream.drivers.faust.tables import FaustTableFactory, close_on_stop
 from idstream.drivers.faust.topics import group_start_offset, records_between, ssl_context
 from idstream.drivers.faust.web import install_api, web_options
+from idstream.drivers.faust.worker import StageWorker, tick_headers
+from idstream.drivers.steps import Steps
 from idstream.settings import Settings, load_settings
 from idstream.storage.partitions import INSTALL_TABLE, POOL_TABLE
 from idstream.storage.rocksdb_options import RocksDBOptions
@@ -63,87 +44,9 @@ logger = logging.getLogger(__name__)
 
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.02
-# Claims are few but each costs more; a longer wait sorts more of them into event-time order.
+# Claims wait for the watermark anyway: a short wait keeps the answer's latency low.
 POOL_BATCH_MAX = 2000
-POOL_BATCH_WITHIN_S = 0.2
-# Bytes per Kafka record batch the Outbox builds (the broker's default limit is 1 MiB).
-RECORD_BATCH_BYTES = 256 * 1024
-# Keys whose partition the Outbox remembers before it starts over.
-PARTITION_CACHE = 100_000
-
-
-class Outbox:
-    """The records of one batch, built into one Kafka record batch per topic partition.
-
-    `add` appends a record to the open batch of its partition (aiokafka's `BatchBuilder`: no
-    future, no coroutine per record); `delivered` hands every batch to the app's aiokafka
-    producer, waits until the broker has acknowledged all of them and returns the offset of
-    the last record per (topic, partition). A batch that cannot be delivered (aiokafka gave up
-    retrying) halts the process, as kill -9 would: `take_events` acks a batch's records even
-    when its body raises, so raising could commit them.
-    """
-
-    def __init__(self, app: faust.App, partitions: int) -> None:
-        self._app = app
-        self._all_partitions = list(range(partitions))
-        self._partition_of: dict[bytes, int] = {}
-        self._open: dict[tuple[str, int], Any] = {}
-        self._full: list[tuple[str, int, Any]] = []
-
-    def _producer(self) -> Any:
-        return self._app.producer._ensure_producer()  # type: ignore[attr-defined]
-
-    def _partition(self, key: bytes) -> int:
-        # The producer's default partitioner (murmur2, as Java's) over `partitions`, which every
-        # idstream topic has (topics.ensure_topics refuses any other count); pure Python, so
-        # cached (keys repeat: pools, profiles, installs).
-        partition = self._partition_of.get(key)
-        if partition is None:
-            if len(self._partition_of) >= PARTITION_CACHE:
-                self._partition_of.clear()
-            partition = self._producer()._partitioner(key, self._all_partitions, None)
-            self._partition_of[key] = partition
-        return partition
-
-    def add(
-        self, topic: str, key: bytes, value: bytes | None, partition: int | None = None
-    ) -> None:
-        if partition is None:
-            partition = self._partition(key)
-        tp = (topic, partition)
-        builder = self._open.get(tp)
-        if builder is None:
-            builder = self._open[tp] = self._producer().create_batch()
-        if builder.append(timestamp=None, key=key, value=value) is None:
-            # Full: keep it for `delivered` (in order) and start the next one, which takes
-            # its first record whatever its size.
-            self._full.append((topic, partition, builder))
-            builder = self._open[tp] = self._producer().create_batch()
-            builder.append(timestamp=None, key=key, value=value)
-
-    async def delivered(self) -> dict[tuple[str, int], int]:
-        batches = [*self._full, *((t, p, b) for (t, p), b in self._open.items())]
-        self._full, self._open = [], {}
-        if not batches:
-            return {}
-        producer = self._producer()
-        try:
-            sent = [
-                (
-                    topic,
-                    partition,
-                    builder.record_count(),
-                    await producer.send_batch(builder, topic, partition=partition),
-                )
-                for topic, partition, builder in batches
-            ]
-            await asyncio.gather(*(future for *_, future in sent))
-        except (KafkaError, OSError):
-            logger.critical("records of a batch could not be delivered; halting", exc_info=True)
-            logging.shutdown()
-            os._exit(70)
-        # Batches of one partition were sent in order, so the last one's offsets are the highest.
-        return {(t, p): future.result().offset + count - 1 for t, p, count, future in sent}
+POOL_BATCH_WITHIN_S = 0.02
 
 
 def hold_back(batch: Iterable[Any]) -> None:
@@ -207,22 +110,8 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(context)
 
 
-def _meta(message: Any) -> RecordMeta:
-    headers = message.headers or ()
-    items = headers.items() if isinstance(headers, dict) else headers
-    return RecordMeta(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        record_timestamp=int(message.timestamp * 1000),
-        key=message.key,
-        headers=tuple((str(k), bytes(v)) for k, v in items),
-    )
-
-
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for `settings`: topics, tables and the two stage agents."""
-    rules = settings.rules()
     topics = settings.topics
     partitions = settings.partitions
     app = faust.App(
@@ -255,13 +144,10 @@ def create_app(settings: Settings) -> faust.App:
         )
 
     claims_topic = topic(topics.claims)
-    decisions_topic = topic(topics.decisions)
-    outputs = {
-        OutputTopic.RESOLVED_EVENTS: topic(topics.resolved_events),
-        OutputTopic.PROFILE_CHANGES: topic(topics.profile_changes),
-        OutputTopic.PROFILES: topic(topics.profiles, compacting=True),
-        OutputTopic.DEAD_LETTER: topic(topics.dead_letter),
-    }
+    for name in (topics.decisions, topics.resolved_events, topics.profile_changes):
+        topic(name)
+    topic(topics.profiles, compacting=True)
+    topic(topics.dead_letter)
     options = RocksDBOptions()
 
     def table(name: str) -> Any:
@@ -281,37 +167,26 @@ def create_app(settings: Settings) -> faust.App:
     close_on_stop(pool_state)
     install_store = FaustTableFactory(install_state)
     pool_store = FaustTableFactory(pool_state)
-    install_tables = open_install_tables(install_store)
-    pool_tables = open_pool_tables(pool_store)
+    steps = Steps(
+        settings.rules(),
+        settings.limits(),
+        partitions,
+        open_install_tables(install_store),
+        open_pool_tables(pool_store),
+    )
 
     metrics = Metrics.for_settings(settings)
     install_api(app, settings, metrics, install_state, pool_state)
-
-    claims_name = claims_topic.get_topic_name()
-    decisions_name = decisions_topic.get_topic_name()
-    output_names = {kind: t.get_topic_name() for kind, t in outputs.items()}
-    # One per agent: each waits for its own batch's records only.
-    install_outbox = Outbox(app, partitions)
-    pool_outbox = Outbox(app, partitions)
-
-    def send(outbox: Outbox, result: StageResult) -> None:
-        metrics.observe_result(result)
-        for message in result.messages:
-            if isinstance(message, Claim):
-                outbox.add(claims_name, message.pool.encode(), encode_claim(message))
-            else:
-                outbox.add(
-                    decisions_name,
-                    message.push_registration_id.encode(),
-                    encode_decision(message),
-                )
-        send_outputs(outbox, result.outputs)
-
-    def send_outputs(outbox: Outbox, records: Iterable[Output]) -> None:
-        dumps = orjson.dumps
-        for out in records:
-            value = None if out.value is None else dumps(out.value)
-            outbox.add(output_names[out.topic], out.key.encode(), value)
+    # One outbox per agent: each waits for its own batch's records only.
+    worker = StageWorker(
+        settings,
+        steps,
+        install_store,
+        pool_store,
+        Outbox(app, partitions),
+        Outbox(app, partitions),
+        metrics,
+    )
 
     input_channel = app.topic(
         topics.events, topics.decisions, partitions=partitions, key_type=bytes, value_type=bytes
@@ -343,6 +218,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer._add_gap = _no_gap
         install_continuity.reset()
         pool_continuity.reset()
+        metrics.forget_pending()
 
     assigned: Any = app.on_partitions_assigned
     assigned.connect(_delivery_restarts)
@@ -385,36 +261,28 @@ def create_app(settings: Settings) -> faust.App:
         halt(EXIT_STAGE_FAILED, repr(exc))
 
     async def install_batch(batch: list[Any]) -> None:
-        for event in await delivered(install_continuity, batch):
-            # Table writes follow Faust's current event.
-            _current_event.set(weakref.ref(event))
-            message = event.message
-            raw: bytes = message.value or b""
-            if message.topic == topics.decisions:
-                decision: LinkDecision = decode_decision(raw)
-                send(install_outbox, apply_decision(install_tables, decision, rules))
-                continue
-            meta = _meta(message)
-            decoded = decode(raw, meta)
-            metrics.observe_input(decoded)
-            if isinstance(decoded, Rejection):
-                rejected = dead_letter(raw, meta, decoded.reason, decoded.detail)
-                send(install_outbox, StageResult(outputs=(rejected,)))
-                continue
-            send(install_outbox, apply_event(install_tables, decoded, raw, meta, rules))
-        # Before take_events acks the batch: its records and table writes are delivered.
-        await install_store.write(install_outbox)
+        await worker.install_batch(await delivered(install_continuity, batch))
 
     async def pool_batch(batch: list[Any]) -> None:
-        events = await delivered(pool_continuity, batch)
-        claims = [(decode_claim(event.message.value), event) for event in events]
-        # Claims of one batch in the order the pool's log sorts them (event time): the
-        # state is the same in any order, but in this one the pool rolls nothing back.
-        claims.sort(key=lambda c: (c[0].order, c[0].push_registration_id, c[0].seq))
-        for claim, event in claims:
-            _current_event.set(weakref.ref(event))
-            send(pool_outbox, apply_claim(pool_tables, claim, rules))
-        await pool_store.write(pool_outbox)
+        await worker.pool_batch(await delivered(pool_continuity, batch))
+
+    @app.timer(max(settings.tick_ms, 10) / 2000)  # type: ignore[untyped-decorator]
+    async def _ticks() -> None:
+        # Input partitions a pool waits for, silent for tick_ms: append a tick to each.
+        if app.rebalancing:
+            return
+        consumer = app.consumer
+        owned = {tp.partition: tp for tp in consumer.assignment() if tp.topic == topics.events}
+
+        def caught_up(partition: int, last: int | None) -> bool:
+            end = _highwater(consumer, owned[partition])
+            return end is not None and (last is None or last + 1 >= end)
+
+        producer: Any = app.producer
+        for partition in worker.ticks_due(owned, caught_up):
+            await producer._ensure_producer().send_and_wait(
+                topics.events, value=b"", partition=partition, headers=tick_headers()
+            )
 
     # A stage that raises stops the worker at once (`halt`) instead of being restarted on the
     # records after its batch: a restarted worker must start from the failed batch (see

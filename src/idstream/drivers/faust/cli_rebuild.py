@@ -72,5 +72,5 @@ def run(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
     elapsed = time.monotonic() - started
-    print(f"\nrebuilt from {total} events in {elapsed:.1f} s", file=sys.stderr)
+    print(f"\nrebuilt from {total} input records in {elapsed:.1f} s", file=sys.stderr)
     return 0

@@ -3,8 +3,9 @@
 Entry point (driver layer). Start more workers with the same settings to scale out; Kafka's
 consumer group spreads the partitions over them.
 
-Exit code 70: a stage raised (its batch stays uncommitted). Restart the worker, as on any
-crash: it goes on from the committed offsets.
+Exit code 2: the settings or the topics are refused (the message says why). Exit code 70:
+storage or delivery failed (the batch stays uncommitted). Restart the worker, as on any crash:
+it goes on from the committed offsets.
 """
 
 from __future__ import annotations
@@ -20,17 +21,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import sys
 
     from faust.worker import Worker
 
     from idstream.drivers.faust.app import create_app
     from idstream.drivers.faust.topics import ensure_topics
+    from idstream.errors import ConfigurationError
     from idstream.settings import load_settings
 
-    settings = load_settings(args.settings)
-    # Faust creates only the last level of its data dir.
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    asyncio.run(ensure_topics(settings))
+    try:
+        settings = load_settings(args.settings)
+        # Faust creates only the last level of its data dir.
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        asyncio.run(ensure_topics(settings))
+    except ConfigurationError as exc:
+        print(f"idstream worker: {exc}", file=sys.stderr)
+        return 2
     app = create_app(settings)
     worker = Worker(app, loglevel=args.log_level, quiet=True)
     worker.execute_from_commandline()

@@ -17,8 +17,7 @@ from typing import Any
 
 from faust.streams import current_event
 
-from idstream.codecs import Rejection
-from idstream.domain.messages import NOTE_DUPLICATE, NOTE_LAUNCH_DROPPED, OutputTopic, StageResult
+from idstream.domain.messages import SKIP_REASONS, OutputTopic, StageResult
 from idstream.drivers.faust import eventlog
 from idstream.settings import Settings
 
@@ -107,14 +106,14 @@ class Metrics:
         self._claims_topic = claims_topic
         self._clock = clock
         self.events_in = Family(
-            "idstream_events_in_total", "counter", "Input records by event type (invalid: rejected)"
+            "idstream_events_in_total", "counter", "Input records applied (ticks included)"
         )
         self.outputs = Family("idstream_outputs_total", "counter", "Output records by topic")
-        self.launches_dropped = Family(
-            "idstream_launches_dropped_total", "counter", "appLaunch events dropped by the dedup"
-        )
-        self.duplicates = Family(
-            "idstream_duplicate_events_total", "counter", "Events whose eventId was already applied"
+        self.skipped = Family(
+            "idstream_skipped_total",
+            "counter",
+            "Input records skipped by a rule (SPEC §5), by reason: duplicate_event, "
+            "launch_dropped, tick, forgotten_person",
         )
         self.dead_letters = Family(
             "idstream_dead_letters_total", "counter", "Dead-letter records by reason"
@@ -131,6 +130,7 @@ class Metrics:
             "Kafka record timestamp to outputs sent, by stage (worker wall clock)",
         )
         self._lag: dict[Labels, float] = {}
+        self._pending: dict[str, int] = {}
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Metrics:
@@ -145,18 +145,15 @@ class Metrics:
 
     # --- observing -----------------------------------------------------------------------
 
-    def observe_input(self, decoded: Any) -> None:
-        """An input record decoded to an event, or a Rejection."""
-        kind = "invalid" if isinstance(decoded, Rejection) else str(decoded.type.value)
-        self.events_in.inc((("type", kind),))
+    def observe_input(self, result: StageResult) -> None:
+        """An input record applied (redeliveries are not counted)."""
+        self.events_in.inc()
 
     def observe_result(self, result: StageResult) -> None:
         """Count what a stage decided for Faust's current event, and log what is of note."""
-        notes = _Counter(result.notes)
-        if notes[NOTE_LAUNCH_DROPPED]:
-            self.launches_dropped.inc(by=notes[NOTE_LAUNCH_DROPPED])
-        if notes[NOTE_DUPLICATE]:
-            self.duplicates.inc(by=notes[NOTE_DUPLICATE])
+        for reason, count in _Counter(result.notes).items():
+            if reason in SKIP_REASONS:
+                self.skipped.inc((("reason", reason),), by=count)
         for out in result.outputs:
             self.outputs.inc((("topic", self._topic_names.get(out.topic, out.topic.value)),))
             value = out.value
@@ -165,7 +162,7 @@ class Metrics:
             if out.topic is OutputTopic.DEAD_LETTER:
                 self.dead_letters.inc((("reason", str(value.get("reason"))),))
             elif out.topic is OutputTopic.PROFILE_CHANGES:
-                change = value.get("type")
+                change = value.get("kind")
                 # A merge is reported on both profiles; count it once, on the loser's.
                 if change == "merged" and value.get("profileId") == value.get("loser"):
                     self.merges.inc()
@@ -186,6 +183,14 @@ class Metrics:
         seconds = max(0.0, self._clock() - float(message.timestamp))
         self.latency.observe(seconds, (("stage", stage),))
 
+    def set_pending(self, pool: str, claims: int) -> None:
+        """Claims of a pool this worker holds that wait for other input partitions."""
+        self._pending[pool] = claims
+
+    def forget_pending(self) -> None:
+        """This worker's pools may have moved (a rebalance): none is known until it says."""
+        self._pending.clear()
+
     def set_lag(self, lags: Iterable[tuple[str, int, int]]) -> None:
         """Consumer lag per (topic, partition) as last measured; replaces the previous values."""
         self._lag = {(("partition", str(p)), ("topic", t)): float(n) for t, p, n in lags}
@@ -195,16 +200,22 @@ class Metrics:
     def render(self) -> str:
         lag = Family("idstream_consumer_lag", "gauge", "Records not yet read: highwater - position")
         lag.samples = dict(self._lag)
+        pending = Family(
+            "idstream_pending_claims",
+            "gauge",
+            "Claims waiting for the other input partitions, per pool this worker holds",
+        )
+        pending.samples = {(("pool", pool),): float(n) for pool, n in self._pending.items()}
         families = (
             self.events_in,
             self.outputs,
-            self.launches_dropped,
-            self.duplicates,
+            self.skipped,
             self.dead_letters,
             self.merges,
             self.rejections,
             self.forgets,
             lag,
+            pending,
         )
         lines: list[str] = []
         for family in families:

@@ -1,104 +1,86 @@
 """Bytes for the messages the stages send each other over internal Kafka topics.
 
-Driver layer. A claim carries its original record bytes, so the event inside it is decoded
-again on the pool side with the same decoder instead of being given a second wire format.
+Driver layer. Every value starts with one byte naming its kind, then the message as msgpack
+(msgspec encodes the domain's frozen dataclasses directly). A claim carries plain values only,
+so the pool never decodes an input event a second time (and no decoder setting can differ
+between the two sides).
+
+    claims topic (key: pool):         b"C" Claim | b"H" Heartbeat
+    decisions topic (key: prid, or an explicit partition for progress):
+                                      b"D" LinkDecision | b"P" Progress
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import msgspec
 
-from idstream.codecs import decode
-from idstream.domain.events import PoolId, ProfileId, PushRegistrationId, RecordMeta
-from idstream.domain.messages import Claim, InstallFacts, LinkDecision
-from idstream.domain.reasons import RejectReason
+from idstream.domain.messages import Claim, Heartbeat, LinkDecision
 from idstream.errors import IdstreamError
 
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder().decode
+CLAIM = b"C"
+HEARTBEAT = b"H"
+DECISION = b"D"
+PROGRESS = b"P"
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """pool stage -> every input partition's worker: how far a pool is in the input log.
+
+    `watermark` is the effective time every input partition has reached for this pool;
+    `waiting_on` the partitions its oldest pending claim waits for (their worker appends a
+    tick when they are silent).
+    """
+
+    pool: str
+    watermark: int
+    waiting_on: tuple[int, ...]
 
 
 class CorruptMessageError(IdstreamError):
     """An internal-topic message could not be read: a bug or a foreign producer on that topic."""
 
 
-def _meta_out(meta: RecordMeta | None) -> list[Any] | None:
-    if meta is None:
-        return None
-    headers = [[k, v] for k, v in meta.headers]
-    return [meta.topic, meta.partition, meta.offset, meta.record_timestamp, meta.key, headers]
+_encode = msgspec.msgpack.Encoder().encode
+_claim = msgspec.msgpack.Decoder(Claim).decode
+_heartbeat = msgspec.msgpack.Decoder(Heartbeat).decode
+_decision = msgspec.msgpack.Decoder(LinkDecision).decode
+_progress = msgspec.msgpack.Decoder(Progress).decode
 
 
-def _meta_in(raw: list[Any] | None) -> RecordMeta | None:
-    if raw is None:
-        return None
-    topic, partition, offset, timestamp, key, headers = raw
-    return RecordMeta(topic, partition, offset, timestamp, key, tuple((k, v) for k, v in headers))
+def encode_pool_message(message: Claim | Heartbeat) -> bytes:
+    return (CLAIM if isinstance(message, Claim) else HEARTBEAT) + _encode(message)
 
 
-def encode_claim(claim: Claim) -> bytes:
-    f = claim.facts
-    return _encode(
-        [
-            claim.pool,
-            claim.push_registration_id,
-            claim.seq,
-            list(claim.order),
-            claim.event is not None,
-            claim.segment,
-            claim.anonymous_profile,
-            [f.app_code, f.lifecycle, f.push_enabled, f.primary_device, dict(f.system_data)],
-            claim.raw,
-            _meta_out(claim.meta),
-        ]
-    )
-
-
-def decode_claim(data: bytes) -> Claim:
+def decode_pool_message(data: bytes) -> Claim | Heartbeat:
+    kind, body = data[:1], data[1:]
     try:
-        pool, prid, seq, order, has_event, segment, anon, facts, raw, meta = _decode(data)
-        event = None
-        if has_event:
-            decoded = decode(raw)
-            if not hasattr(decoded, "event_id"):
-                raise CorruptMessageError(f"claim {prid}#{seq} holds an undecodable event")
-            event = decoded
-        app_code, lifecycle, push_enabled, primary, system_data = facts
-        return Claim(
-            pool=PoolId(pool),
-            push_registration_id=PushRegistrationId(prid),
-            seq=seq,
-            order=(order[0], order[1]),
-            event=event,  # type: ignore[arg-type]
-            segment=segment,
-            anonymous_profile=ProfileId(anon),
-            facts=InstallFacts(app_code, lifecycle, push_enabled, primary, system_data),
-            raw=raw,
-            meta=_meta_in(meta),
-        )
-    except (msgspec.DecodeError, ValueError, TypeError) as exc:
-        raise CorruptMessageError(f"unreadable claim: {exc}") from exc
+        if kind == CLAIM:
+            return _claim(body)
+        if kind == HEARTBEAT:
+            return _heartbeat(body)
+    except msgspec.DecodeError as exc:
+        raise CorruptMessageError(f"unreadable claims-topic record: {exc}") from exc
+    raise CorruptMessageError(f"unknown claims-topic record kind {kind!r}")
 
 
-def encode_decision(d: LinkDecision) -> bytes:
-    rejected = d.rejected.value if d.rejected is not None else None
-    return _encode(
-        [d.push_registration_id, d.segment, d.profile_id, d.pool_seq, d.forgotten, rejected]
-    )
+def encode_decision(decision: LinkDecision) -> bytes:
+    return DECISION + _encode(decision)
 
 
-def decode_decision(data: bytes) -> LinkDecision:
+def encode_progress(progress: Progress) -> bytes:
+    return PROGRESS + _encode(progress)
+
+
+def decode_decision_message(data: bytes) -> LinkDecision | Progress:
+    kind, body = data[:1], data[1:]
     try:
-        prid, segment, profile_id, pool_seq, forgotten, rejected = _decode(data)
-        return LinkDecision(
-            push_registration_id=PushRegistrationId(prid),
-            segment=segment,
-            profile_id=ProfileId(profile_id),
-            pool_seq=pool_seq,
-            forgotten=forgotten,
-            rejected=RejectReason(rejected) if rejected is not None else None,
-        )
-    except (msgspec.DecodeError, ValueError, TypeError) as exc:
-        raise CorruptMessageError(f"unreadable link decision: {exc}") from exc
+        if kind == DECISION:
+            return _decision(body)
+        if kind == PROGRESS:
+            return _progress(body)
+    except msgspec.DecodeError as exc:
+        raise CorruptMessageError(f"unreadable decisions-topic record: {exc}") from exc
+    raise CorruptMessageError(f"unknown decisions-topic record kind {kind!r}")

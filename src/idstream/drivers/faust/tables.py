@@ -6,16 +6,17 @@ storage/rocks.py.
 
 Writes are held per batch: reads and scans see them at once, and `FaustTableFactory.write`
 writes each changed key once at the end of the batch. So a key written by many events of a
-batch (an install's record, the pool's log tail) costs one changelog record and one RocksDB
-write per batch, not one per event. The changelog records go straight to the producer with
-the batch's other records; once all are delivered, each partition's changes and the offset of
-its last changelog record (Faust's "persisted offset", where its recovery resumes reading the
-changelog) go into that partition's RocksDB in one WriteBatch, the way Faust's own recovery
-applies changelog records (`Store.apply_changelog_batch`). A crash before the changelog is
-delivered loses the batch's writes together with its uncommitted offsets, so the batch is
-processed again; a crash after it but before the RocksDB write is repaired by Faust's recovery
-reading the changelog from the persisted offset. Gets and ordered scans read the partition's
-RocksDB directly (Faust offers no ordered iteration).
+batch (an install's record, a pool's cursor) costs one changelog record and one RocksDB write
+per batch, not one per event. The changelog records go to the producer only once the batch's
+other records are delivered; once they are delivered too, each partition's changes and the
+offset of its last changelog record (Faust's "persisted offset", where its recovery resumes
+reading the changelog) go into that partition's RocksDB in one WriteBatch, the way Faust's own
+recovery applies changelog records (`Store.apply_changelog_batch`). A crash before the
+changelog is delivered loses the batch's writes together with its uncommitted offsets, so the
+batch is processed again (its outputs are sent twice: at least once); a crash after it but
+before the RocksDB write is repaired by Faust's recovery reading the changelog from the
+persisted offset, and the redelivered records are recognised by their offsets. Gets and
+ordered scans read the partition's RocksDB directly (Faust offers no ordered iteration).
 """
 
 from __future__ import annotations
@@ -138,6 +139,10 @@ class FaustStateTable(Generic[V]):
             decoded = self._decode(value) if isinstance(value, bytes) else value
             yield full[skip:].decode("utf-8"), decoded
 
+    def discard(self) -> None:
+        self._pending = {}
+        self._pending_keys = {}
+
     def drain(self) -> Iterator[tuple[int, bytes, bytes | None]]:
         """The held changes as (partition, key, value bytes or None for a delete); clears them."""
         pending, self._pending = self._pending, {}
@@ -167,26 +172,36 @@ class FaustTableFactory:
         self._tables.append(table)
         return table
 
-    async def write(self, sender: RecordSender) -> int:
-        """End of a batch: changelog, then RocksDB; returns how many keys were written.
+    def discard(self) -> None:
+        """Forget every write held for the batch (a batch processed again, record by record)."""
+        for table in self._tables:
+            table.discard()
 
-        Waits for every record `sender` holds (the batch's outputs too), so that a partition's
-        persisted offset never points past a changelog record that was not delivered.
+    async def write(self, sender: RecordSender) -> int:
+        """End of a batch: outputs, then changelog, then RocksDB; returns how many keys.
+
+        First every record `sender` holds (the batch's outputs, claims, decisions, heartbeats)
+        is delivered; only then the changelog records. So a crash can never leave state that
+        says a record was applied while an output of it was lost: either the changelog is
+        there (and the outputs were delivered before it), or the batch is processed again.
+        A partition's persisted offset never points past a changelog record not delivered.
         """
+        await sender.delivered()
         topic = self._table.changelog_topic.get_topic_name()
         changes = [change for table in self._tables for change in table.drain()]
+        if not changes:
+            return 0
         for partition, key, value in changes:
             sender.add(topic, key, value, partition)
         offsets = await sender.delivered()
-        if changes:
-            # Faust keeps the highest offset per partition as its persisted offset: the
-            # offset of the partition's last changelog record of this batch.
-            tps = {p: TP(topic, p) for p, _, _ in changes}
-            records = [
-                _Record(_Message(tps[p], p, offsets[(topic, p)], key, value))
-                for p, key, value in changes
-            ]
-            self._table.data.apply_changelog_batch(records, to_key=None, to_value=None)
+        # Faust keeps the highest offset per partition as its persisted offset: the offset of
+        # the partition's last changelog record of this batch.
+        tps = {p: TP(topic, p) for p, _, _ in changes}
+        records = [
+            _Record(_Message(tps[p], p, offsets[(topic, p)], key, value))
+            for p, key, value in changes
+        ]
+        self._table.data.apply_changelog_batch(records, to_key=None, to_value=None)
         return len(changes)
 
 

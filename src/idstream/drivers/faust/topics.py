@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     InvalidReplicationFactorError,
     KafkaError,
@@ -39,7 +40,9 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     t = settings.topics
     compacted = {"cleanup.policy": "compact"}
     return {
-        t.events: {},
+        # The broker stamps each input record: its order in time is the log's (SPEC §5), and
+        # no producer's clock can move a partition ahead.
+        t.events: {"message.timestamp.type": "LogAppendTime"},
         t.claims: {},
         t.decisions: {},
         t.resolved_events: {},
@@ -123,6 +126,7 @@ async def _ensure_topics(settings: Settings, replication_factor: int) -> None:
                 if code and code != TopicAlreadyExistsError.errno:
                     raise for_code(code)(f"cannot create topic {name}: {rest}")
             logger.info("created topics %s", ", ".join(t.name for t in missing))
+        await _check_input_timestamps(admin, settings)
         counts = await _partition_counts(admin, sorted(wanted))
         for name, count in counts.items():
             if count != settings.partitions:
@@ -133,6 +137,32 @@ async def _ensure_topics(settings: Settings, replication_factor: int) -> None:
                 )
     finally:
         await admin.close()
+
+
+# The most a CreateTime input topic may let a producer stamp records in the future: further,
+# and one producer's clock would hold every claim behind its partition for that long.
+MAX_INPUT_FUTURE_MS = 60_000
+
+
+async def _check_input_timestamps(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+    """Refuse an input topic whose record times a producer can set far in the future."""
+    name = settings.topics.events
+    resource = ConfigResource(ConfigResourceType.TOPIC, name)
+    configs: dict[str, str] = {}
+    for response in await admin.describe_configs([resource]):
+        for result in response.to_object()["resources"]:
+            for entry in result["config_entries"]:
+                configs[entry["config_names"]] = entry["config_value"]
+    if configs.get("message.timestamp.type", "CreateTime") == "LogAppendTime":
+        return
+    future = int(configs.get("message.timestamp.after.max.ms") or 2**63 - 1)
+    if future > MAX_INPUT_FUTURE_MS:
+        raise ConfigurationError(
+            f"input topic {name} keeps producer timestamps (CreateTime) up to {future} ms in "
+            "the future: idstream orders the input by its record times, so one producer's clock "
+            f"could hold every partition back. Set message.timestamp.type=LogAppendTime on {name} "
+            f"(or message.timestamp.after.max.ms <= {MAX_INPUT_FUTURE_MS})"
+        )
 
 
 async def _partition_counts(

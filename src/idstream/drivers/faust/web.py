@@ -20,12 +20,12 @@ from faust import web
 from yarl import URL
 
 from idstream.domain.config import DEFAULT_POOL
-from idstream.domain.events import IdentityKind, PoolId
+from idstream.domain.events import IdentityKind
 from idstream.domain.identities import normalize_identity
 from idstream.domain.install_state import InstallRecord, open_install_tables
-from idstream.domain.install_state import key as install_key
-from idstream.domain.pool import profile_snapshot
-from idstream.domain.pool_state import SEP, open_pool_tables
+from idstream.domain.keys import key as install_key
+from idstream.domain.pool import find_profile, identity_owner
+from idstream.domain.pool_state import open_pool_tables
 from idstream.drivers.faust import eventlog
 from idstream.drivers.faust.metrics import CONTENT_TYPE, Metrics, consumer_lag
 from idstream.drivers.faust.reader import PartitionReader
@@ -83,15 +83,16 @@ def pool_names(settings: Settings) -> list[str]:
     return [DEFAULT_POOL, *sorted(named - {DEFAULT_POOL})]
 
 
-def install_view(rec: InstallRecord, profile_id: str | None) -> dict[str, Any]:
+def install_view(rec: InstallRecord) -> dict[str, Any]:
     """What /installs/{pushRegistrationId} answers."""
     return {
         "pushRegistrationId": rec.push_registration_id,
         "appCode": rec.app_code,
         "pool": rec.pool,
-        "lifecycle": rec.lifecycle,
-        "profileId": profile_id,
-        "anonymousProfileId": rec.anonymous_profile,
+        "profileId": rec.profile,
+        # The pool has not answered an identity event of the install yet.
+        "pending": rec.answered < rec.awaiting,
+        "uninstalledAt": rec.uninstalled_at,
         "primaryDevice": None if rec.primary_device is None else rec.primary_device.value,
         "systemData": {k: s.value for k, s in sorted(rec.system_data.items())},
         "customAttributes": {
@@ -197,29 +198,21 @@ class Api:
 
     @staticmethod
     def snapshot(tables: Any, pool: str, profile_id: str) -> dict[str, Any] | None:
-        found = profile_snapshot(tables, PoolId(pool), profile_id)
-        if found is None:
-            # A merged-away id resolves to its survivor (the same person).
-            alias = tables.aliases.get(SEP.join((pool, profile_id)))
-            if alias is not None:
-                found = profile_snapshot(tables, PoolId(pool), alias.survivor)
-        return found
+        # A merged-away id resolves to its survivor (the same person).
+        return find_profile(tables, pool, profile_id)
 
     @classmethod
     def owned_by(cls, kind: IdentityKind, value: str) -> Callable[[Any, str], Any]:
         def find(tables: Any, pool: str) -> dict[str, Any] | None:
-            owner = tables.identities.get(SEP.join((pool, kind.value, value)))
-            return None if owner is None else cls.snapshot(tables, pool, owner.profile_id)
+            owner = identity_owner(tables, pool, kind, value)
+            return None if owner is None else cls.snapshot(tables, pool, owner)
 
         return find
 
     def install(self, partition: int, prid: str) -> dict[str, Any] | None:
         tables = open_install_tables(PartitionReader(self.install_state, partition))
-        rec = tables.installs.get(prid)
-        if rec is None:
-            return None
-        segment = tables.segments.get(install_key(prid, rec.segment))
-        return install_view(rec, None if segment is None else segment.profile_id)
+        rec = tables.installs.get(install_key(prid))
+        return None if rec is None else install_view(rec)
 
     # --- the pages -----------------------------------------------------------------------
 

@@ -1,7 +1,11 @@
-"""`idstream replay`: process a JSONL file of input records in-process, into RocksDB state.
+"""`idstream replay`: process a file of input records in-process, into RocksDB state.
 
-Drivers layer (entry point). One Kafka record value per line; a line that is not a valid
-event goes to the dead letter like any bad record. Writes one JSONL file per output topic.
+Drivers layer (entry point). One record per line, in the envelope form (`idstream export`:
+partition, offset, record time, key, headers and value, as Kafka had them) or the plain form
+(one record value per line); the first line decides (codecs/envelope.py). A value that is not a
+valid event goes to the dead letter like any bad record. Appends one JSONL file per output
+topic. Into existing state, a replay continues: its records come after the state's own (plain
+form), or are recognised by their offsets when the state has them already (envelope form).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ _PROGRESS_EVERY = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", type=Path, required=True, help="JSONL file, one value a line")
+    parser.add_argument(
+        "--input", type=Path, required=True, help="JSONL file: envelopes or one value a line"
+    )
     parser.add_argument(
         "--state", type=Path, required=True, help="state directory (RocksDB; created if missing)"
     )
@@ -35,7 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "in memory)",
     )
     parser.add_argument(
-        "--partitions", type=int, default=1, help="simulated install-stage partitions (default 1)"
+        "--partitions",
+        type=int,
+        default=None,
+        help="input partitions (default: the settings' partitions for envelopes, 1 for plain "
+        "values)",
     )
     parser.add_argument(
         "--flush-every",
@@ -95,25 +105,35 @@ def _lines(file: IO[bytes]) -> Iterator[tuple[bytes, int]]:
             yield value, done
 
 
+def _first_line(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        for line in file:
+            if line.strip():
+                return line.strip()
+    return b""
+
+
 def run(args: argparse.Namespace) -> int:
-    from idstream.codecs import Limits
+    import logging
+
+    from idstream.codecs.envelope import EnvelopeError, decode_envelope, is_envelope
     from idstream.drivers.local.driver import LocalDriver
     from idstream.drivers.local.sinks import JsonlSink
     from idstream.settings import load_settings
     from idstream.storage.rocks import RocksStore
 
+    logging.basicConfig(level=logging.WARNING, format="idstream replay: %(message)s")
     try:
         settings = load_settings(args.settings)
-        limits = Limits(
-            max_record_bytes=settings.max_record_bytes,
-            max_future_skew_ms=settings.max_future_skew_ms,
-        )
-        if args.partitions < 1 or args.flush_every < 1:
+        envelopes = is_envelope(_first_line(args.input))
+        partitions = args.partitions or (settings.partitions if envelopes else 1)
+        if partitions < 1 or args.flush_every < 1:
             print("idstream replay: --partitions and --flush-every must be >= 1", file=sys.stderr)
             return 2
         total = args.input.stat().st_size
-        sink = JsonlSink(args.output)
+        # The state first: a refused state directory leaves the output files untouched.
         store = RocksStore(args.state)
+        sink = JsonlSink(args.output)
     except (IdstreamError, OSError) as exc:
         print(f"idstream replay: {exc}", file=sys.stderr)
         return 2
@@ -121,27 +141,53 @@ def run(args: argparse.Namespace) -> int:
         settings.rules(),
         store=store,
         sink=sink,
-        partitions=args.partitions,
+        partitions=partitions,
         shuffle_seed=args.shuffle_seed,
-        limits=limits,
+        limits=settings.limits(),
         flush_every=args.flush_every,
+        topic=settings.topics.events,
     )
+    if driver.resumed:
+        print(f"idstream replay: continuing the existing state in {args.state}", file=sys.stderr)
     progress = Progress(total, sys.stderr)
     records = 0
     try:
         with open(args.input, "rb", buffering=1 << 20) as file:
-            for value, done in _lines(file):
-                driver.submit(value)
+            for number, (value, done) in enumerate(_lines(file), start=1):
+                if envelopes:
+                    try:
+                        record = decode_envelope(value)
+                    except EnvelopeError as exc:
+                        print(f"idstream replay: line {number}: {exc}", file=sys.stderr)
+                        return 2
+                    driver.submit(
+                        record.value,
+                        key=record.key,
+                        record_timestamp=record.timestamp,
+                        partition=record.partition,
+                        offset=record.offset,
+                        headers=record.headers,
+                    )
+                else:
+                    driver.submit(value)
                 records += 1
                 if not records & 0xFF:
                     progress.update(records, done)
-        driver.run()
+        driver.drain()
         elapsed = progress.finish(records)
         digest = driver.digest()
+    except ValueError as exc:
+        print(f"idstream replay: {exc}", file=sys.stderr)
+        return 2
     finally:
         driver.close()
+    stats = driver.stats
     counts = ", ".join(f"{topic.value} {n:,}" for topic, n in sink.counts.items())
+    skipped = ", ".join(f"{reason} {n:,}" for reason, n in stats.skipped.items() if n)
     print(f"{records:,} records in {elapsed:.1f} s: {records / max(elapsed, 1e-9):,.0f} events/s")
+    if stats.redelivered:
+        print(f"already in the state (skipped): {stats.redelivered:,}")
     print(f"outputs: {counts}")
+    print(f"skipped by a rule: {skipped or 'none'}")
     print(f"state digest: {digest}")
     return 0

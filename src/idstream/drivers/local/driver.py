@@ -1,38 +1,49 @@
 """The in-process driver: runs the install and pool stages over local state with simulated
 partitions, for replays from files, deterministic simulation and tests.
 
-Drivers layer. Messages between stages travel in FIFO queues, one per (sender stage instance,
-destination key), as Kafka keeps per-partition order. With `shuffle_seed`, every step delivers
-the head of a randomly chosen queue (seeded), which simulates any partition interleaving;
-without it, each input record is followed by all the messages it causes.
+Drivers layer. An input record is placed in its partition as Kafka's producer would (murmur2
+of its key) unless it says where it was read (an exported Kafka record). Messages between
+stages travel in FIFO queues, one per (sender, destination key), as Kafka keeps per-partition
+order. With `shuffle_seed`, every step delivers the head of a randomly chosen queue (seeded),
+which simulates any interleaving of partitions and workers; without it, each input record is
+followed by everything it causes. The pool applies claims in input-log order whatever the
+interleaving (domain/pool_order.py); `drain` appends tick records to the partitions a pool
+still waits for, as a worker does for silent partitions.
 """
 
 from __future__ import annotations
 
+import logging
 import random
-import zlib
 from collections import deque
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from idstream.codecs import DEFAULT_LIMITS, Limits, Rejection, decode
 from idstream.digest import RESOLVER_DIGEST_EXCLUDED, state_digest
 from idstream.domain import install as install_stage
 from idstream.domain import pool as pool_stage
+from idstream.domain import pool_order
 from idstream.domain.config import DEFAULT_RULES, RuleConfig
-from idstream.domain.events import AnyEvent, RecordMeta
+from idstream.domain.events import RecordMeta
+from idstream.domain.install_state import source_key
 from idstream.domain.messages import (
+    SKIP_REASONS,
     Claim,
+    Heartbeat,
     LinkDecision,
     Message,
     OutputTopic,
     StageResult,
-    dead_letter,
 )
 from idstream.domain.ports import StateTable, TableFactory
 from idstream.drivers.local.sinks import MemorySink, Sink
+from idstream.drivers.partitioner import kafka_partition
+from idstream.drivers.steps import TICK_HEADER, Steps
 from idstream.storage.memory import DictStore
+
+logger = logging.getLogger(__name__)
 
 INPUT_TOPIC = "idstream.events"
 DIGEST_EXCLUDED = RESOLVER_DIGEST_EXCLUDED
@@ -49,37 +60,37 @@ class Store(TableFactory, Protocol):
     def close(self) -> None: ...
 
 
-def partition_of(key: bytes, partitions: int) -> int:
-    """Stable key -> partition (crc32; any stable hash will do for a simulation)."""
-    return zlib.crc32(key) % partitions if partitions > 1 else 0
-
-
 @dataclass(slots=True)
 class Stats:
-    records: int = 0
+    records: int = 0  # input records applied (redeliveries not counted)
+    redelivered: int = 0  # records at or before their partition's applied offset
     rejected: int = 0  # records the decoder rejected
     claims: int = 0
     decisions: int = 0
     outputs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OutputTopic, 0))
+    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
 
 
 @dataclass(frozen=True, slots=True)
 class _Input:
     value: bytes
     meta: RecordMeta
-    decoded: AnyEvent | Rejection | None = None  # decoded already (to find its partition)
 
 
-# Queue keys: ("in", partition) | ("claim", sender partition, pool) | ("link", pool, prid).
+# Queue keys: ("in", partition) | ("pool", source partition, pool) | ("link", pool, prid).
 _QueueKey = tuple[Hashable, ...]
 
 
 class LocalDriver:
     """Install and pool stages in one process, over one store (dict or RocksDB).
 
-    `partitions` install-stage partitions only change how queues interleave; all stage
-    instances share the store, since their keys never overlap. Each pool is its own
-    pool-stage sender, the finest split Kafka could give.
+    `partitions` is the number of input partitions (the pool waits for each). All stage
+    instances share the store, since their keys never overlap.
+
+    Input records take `record_timestamp` as their Kafka record time. A record submitted
+    without one (a plain file line) gets its line number in the log, counted from the
+    store's last record: the log's order is then the file's order. The future-skew rule
+    (SPEC §4.3) is off for such records, since no broker stamped them.
     """
 
     def __init__(
@@ -103,45 +114,114 @@ class LocalDriver:
         self.limits = limits
         self.topic = topic
         self.flush_every = flush_every
-        self.install_tables = install_stage.open_install_tables(self.store)
-        self.pool_tables = pool_stage.open_pool_tables(self.store)
+        self.steps = Steps(
+            rules,
+            limits,
+            partitions,
+            install_stage.open_install_tables(self.store),
+            pool_stage.open_pool_tables(self.store),
+        )
+        self.install_tables = self.steps.install
+        self.pool_tables = self.steps.pool
         self.stats = Stats()
-        self._offsets = [0] * partitions
         self._random = None if shuffle_seed is None else random.Random(shuffle_seed)
         self._queues: dict[_QueueKey, deque[Any]] = {}
         self._ready: list[_QueueKey] = []
         self._ready_at: dict[_QueueKey, int] = {}
         self._since_flush = 0
+        # Per input partition: next offset, and the (time, offset) of its last applied record.
+        self._offsets = [0] * partitions
+        self._positions: dict[int, tuple[int, int]] = {}
+        self._clock = 0  # the log time of a record without a timestamp: its line number
+        self._warned_untimed = False
+        # Per pool: the input partitions its oldest pending claim waits for.
+        self._waiting: dict[str, tuple[int, ...]] = {}
+        self._resume()
+
+    def _resume(self) -> None:
+        """Continue the log of existing state: offsets and log time after its last record."""
+        for partition in range(self.partitions):
+            known = self.install_tables.sources.get(source_key(partition))
+            if known is not None:
+                self._offsets[partition] = known.offset + 1
+                self._positions[partition] = (known.time, known.offset)
+                self._clock = max(self._clock, known.time + 1)
+
+    @property
+    def resumed(self) -> bool:
+        """The store held state from an earlier run, which this run continues."""
+        return bool(self._positions)
 
     # -- input ---------------------------------------------------------------------------
 
     def submit(
-        self, value: bytes, *, key: bytes | None = None, record_timestamp: int | None = None
+        self,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        record_timestamp: int | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        headers: tuple[tuple[str, bytes], ...] = (),
     ) -> None:
-        """Queue one input record (its partition comes from `key`, else from the decoded
-        pushRegistrationId). Without a record timestamp (a file has none) the record's
-        timestamp is -1, Kafka's "none", and the decoder makes no skew check."""
-        decoded: AnyEvent | Rejection | None = None
-        if key is None:
-            # A file holds values only: the key is the event's pushRegistrationId.
-            decoded = decode(value, None, self.limits)
-            key = b"" if isinstance(decoded, Rejection) else decoded.push_registration_id.encode()
-        partition = partition_of(key, self.partitions)
-        offset = self._offsets[partition]
-        self._offsets[partition] = offset + 1
-        stamp = -1 if record_timestamp is None else record_timestamp
-        meta = RecordMeta(self.topic, partition, offset, stamp, key or None)
-        self._push(("in", partition), _Input(value, meta, decoded))
+        """Queue one input record. Without `partition`, Kafka's default partitioner places it
+        by `key` (else by its pushRegistrationId); without `offset`, it goes after the
+        partition's last record."""
+        if partition is None:
+            if key is None:
+                decoded = decode(value, None, self.limits)
+                key = (
+                    b"" if isinstance(decoded, Rejection) else decoded.push_registration_id.encode()
+                )
+            partition = kafka_partition(key, self.partitions)
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition} outside 0..{self.partitions - 1}")
+        if offset is None:
+            offset = self._offsets[partition]
+        self._offsets[partition] = max(self._offsets[partition], offset + 1)
+        if record_timestamp is None:
+            record_timestamp = self._untimed()
+        else:
+            self._clock = max(self._clock, record_timestamp + 1)
+        meta = RecordMeta(self.topic, partition, offset, record_timestamp, key, headers)
+        self._push(("in", partition), _Input(value, meta))
         if self._random is None:
             self.run()
 
+    def _untimed(self) -> int:
+        if not self._warned_untimed:
+            self._warned_untimed = True
+            logger.warning(
+                "input records without a Kafka record time: each gets its line number as its "
+                "log time, and the future-skew rule (timestamp_out_of_range) is off"
+            )
+            self.limits = replace(self.limits, max_future_skew_ms=2**62)
+            self.steps.limits = self.limits
+        self._clock += 1
+        return self._clock - 1
+
     def replay(self, values: Iterable[bytes]) -> Stats:
-        """Submit every record value and run until all queues are empty."""
+        """Submit every record value, run until all queues are empty, then drain."""
         for value in values:
             self.submit(value)
-        self.run()
-        self.store.flush()
+        self.drain()
         return self.stats
+
+    def drain(self) -> None:
+        """Run until nothing is left: tick records go to every partition a pool still waits
+        for (as a worker appends them to silent partitions), until no claim is pending."""
+        self.run()
+        while self._waiting:
+            silent = sorted({q for sources in self._waiting.values() for q in sources})
+            for partition in silent:
+                self.submit(
+                    b"",
+                    record_timestamp=self._clock,
+                    partition=partition,
+                    headers=((TICK_HEADER, b""),),
+                )
+            self.run()
+        self.store.flush()
 
     # -- scheduling ----------------------------------------------------------------------
 
@@ -182,57 +262,78 @@ class LocalDriver:
             kind = queue_key[0]
             if kind == "in":
                 self._input(item)
-            elif kind == "claim":
-                self.stats.claims += 1
-                result = pool_stage.apply_claim(self.pool_tables, item, self.rules)
-                self._deliver(("pool", queue_key[2]), result)
+            elif kind == "pool":
+                if isinstance(item, Claim):
+                    self.stats.claims += 1
+                self._deliver(("pool", item.pool), self.steps.pool_message(item))
+                self._note_waiting(item.pool)
             else:
                 self.stats.decisions += 1
-                result = install_stage.apply_decision(self.install_tables, item, self.rules)
-                sender = (
-                    "install",
-                    partition_of(item.push_registration_id.encode(), self.partitions),
-                )
-                self._deliver(sender, result)
+                result = self.steps.decision(item)
+                self._deliver(("install", 0), result)
 
     def _input(self, item: _Input) -> None:
-        self.stats.records += 1
         meta = item.meta
-        decoded = item.decoded
-        if decoded is None:
-            decoded = decode(item.value, meta, self.limits)
-        if isinstance(decoded, Rejection):
+        applied = self.steps.input_isolated(item.value, meta)
+        if applied is None:
+            self.stats.redelivered += 1
+            return
+        self.stats.records += 1
+        result = applied.result
+        if (
+            not result.messages
+            and not result.skipped
+            and any(o.topic is OutputTopic.DEAD_LETTER for o in result.outputs)
+        ):
             self.stats.rejected += 1
-            self._emit_all(
-                StageResult(
-                    outputs=(dead_letter(item.value, meta, decoded.reason, decoded.detail),)
+        self._positions[meta.partition] = (applied.time, meta.offset)
+        self._deliver(("install", meta.partition), result)
+        # The pools waiting for this partition hear how far it has come.
+        for pool, sources in list(self._waiting.items()):
+            if meta.partition in sources and not any(
+                isinstance(m, Claim) and m.pool == pool for m in result.messages
+            ):
+                self._push(
+                    ("pool", meta.partition, pool),
+                    Heartbeat(pool, meta.partition, applied.time, meta.offset),
                 )
-            )
-        else:
-            result = install_stage.apply_event(
-                self.install_tables, decoded, item.value, meta, self.rules
-            )
-            self._deliver(("install", meta.partition), result)
         self._since_flush += 1
         if self._since_flush >= self.flush_every:
             self._since_flush = 0
             self.store.flush()
 
+    def _note_waiting(self, pool: str) -> None:
+        """Remember which partitions the pool waits for, and tell it where those are now."""
+        cursor = self.steps.cursor(pool)
+        waiting = pool_order.waiting_on(cursor) if cursor is not None else ()
+        if not waiting:
+            self._waiting.pop(pool, None)
+            return
+        self._waiting[pool] = waiting
+        assert cursor is not None
+        for source in waiting:
+            known = self._positions.get(source)
+            if known is not None and known[1] > cursor.offsets[source]:
+                time, offset = known
+                self._push(("pool", source, pool), Heartbeat(pool, source, time, offset))
+
     def _deliver(self, sender: tuple[str, Hashable], result: StageResult) -> None:
         for message in result.messages:
             self._route(sender, message)
-        self._emit_all(result)
-
-    def _route(self, sender: tuple[str, Hashable], message: Message) -> None:
-        if isinstance(message, Claim):
-            self._push(("claim", sender, message.pool), message)
-        elif isinstance(message, LinkDecision):
-            self._push(("link", sender, message.push_registration_id), message)
-
-    def _emit_all(self, result: StageResult) -> None:
+        for reason in result.notes:
+            if reason in self.stats.skipped:
+                self.stats.skipped[reason] += 1
+        for reason, partition, offset in result.skipped:
+            self.sink.skip(reason, self.topic, partition, offset)
         for output in result.outputs:
             self.stats.outputs[output.topic] += 1
             self.sink.emit(output)
+
+    def _route(self, sender: tuple[str, Hashable], message: Message) -> None:
+        if isinstance(message, Claim):
+            self._push(("pool", message.position[1], message.pool), message)
+        elif isinstance(message, LinkDecision):
+            self._push(("link", sender, message.push_registration_id), message)
 
     # -- state -----------------------------------------------------------------------------
 

@@ -16,6 +16,10 @@ from idstream.domain.messages import Output, OutputTopic
 class Sink(Protocol):
     def emit(self, output: Output) -> None: ...
 
+    def skip(self, reason: str, topic: str, partition: int, offset: int) -> None:
+        """An input record skipped by a rule (SPEC §5): it has no output."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -24,9 +28,13 @@ class MemorySink:
 
     def __init__(self) -> None:
         self.records: dict[OutputTopic, list[Output]] = {topic: [] for topic in OutputTopic}
+        self.skips: list[tuple[str, str, int, int]] = []  # (reason, topic, partition, offset)
 
     def emit(self, output: Output) -> None:
         self.records[output.topic].append(output)
+
+    def skip(self, reason: str, topic: str, partition: int, offset: int) -> None:
+        self.skips.append((reason, topic, partition, offset))
 
     def close(self) -> None:
         """Nothing to release."""
@@ -36,17 +44,19 @@ class MemorySink:
 
 
 class JsonlSink:
-    """Writes `<topic>.jsonl` files in a directory: one {"key", "value"} object per line
-    (value null: a tombstone)."""
+    """Appends to `<topic>.jsonl` files in a directory: one {"key", "value"} object per line
+    (value null: a tombstone). Appends, so a replay that continues a state continues its
+    outputs too."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.paths = {topic: directory / f"{topic.value}.jsonl" for topic in OutputTopic}
         self._files: dict[OutputTopic, IO[bytes]] = {
-            topic: open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in close()
+            topic: open(path, "ab", buffering=1 << 20)  # noqa: SIM115 - closed in close()
             for topic, path in self.paths.items()
         }
         self.counts: dict[OutputTopic, int] = dict.fromkeys(OutputTopic, 0)
+        self.skipped: dict[str, int] = {}
 
     def emit(self, output: Output) -> None:
         value = None if output.value is None else dict(output.value)
@@ -54,6 +64,9 @@ class JsonlSink:
             orjson.dumps({"key": output.key, "value": value}, option=orjson.OPT_APPEND_NEWLINE)
         )
         self.counts[output.topic] += 1
+
+    def skip(self, reason: str, topic: str, partition: int, offset: int) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
     def close(self) -> None:
         for file in self._files.values():

@@ -1,0 +1,63 @@
+"""The pool's place in the input log: claims are applied in log order, behind a watermark.
+
+Domain layer, standard library only. Every claim carries its position (effective time, input
+partition, offset); every input partition ("source") tells each pool how far it has come,
+with its claims and with heartbeats, in order. A claim at (T, p, o) is applied once every
+other source q has passed it: T_q > T, or T_q = T and q > p. Until then it waits in
+`pool_pending`. So claims are applied in (T, p, o) order whatever order they arrive in, and no
+decision is ever made again (SPEC §5). A source the pool has not heard from is before all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from idstream.domain.messages import LogPosition
+from idstream.domain.pool_state import BEFORE_ALL, Cursor
+
+
+def start(sources: int) -> Cursor:
+    """The cursor of a pool that has heard from no source yet."""
+    return Cursor(times=(BEFORE_ALL,) * sources, offsets=(-1,) * sources)
+
+
+def advance(cursor: Cursor, source: int, time: int, offset: int) -> Cursor | None:
+    """The cursor once `source` says it is at (time, offset); None for a redelivery (a
+    position it has passed already)."""
+    if offset <= cursor.offsets[source]:
+        return None
+    times = list(cursor.times)
+    offsets = list(cursor.offsets)
+    # A source's effective time never goes back (it is a running maximum).
+    times[source] = max(times[source], time)
+    offsets[source] = offset
+    return replace(cursor, times=tuple(times), offsets=tuple(offsets))
+
+
+def with_pending(cursor: Cursor, position: LogPosition) -> Cursor:
+    """One more pending claim."""
+    head = cursor.head if cursor.head is not None and cursor.head < position else position
+    return replace(cursor, pending=cursor.pending + 1, head=head)
+
+
+def releasable(cursor: Cursor, position: LogPosition) -> bool:
+    """Whether every source other than the claim's own has passed `position`."""
+    time, source, _ = position
+    return not any(
+        q != source and (q_time, q) <= (time, source) for q, q_time in enumerate(cursor.times)
+    )
+
+
+def waiting_on(cursor: Cursor) -> tuple[int, ...]:
+    """The sources the oldest pending claim waits for (a driver appends ticks to them)."""
+    if cursor.head is None:
+        return ()
+    time, source, _ = cursor.head
+    return tuple(
+        q for q, q_time in enumerate(cursor.times) if q != source and (q_time, q) <= (time, source)
+    )
+
+
+def watermark(cursor: Cursor) -> int:
+    """The effective time every source has reached (BEFORE_ALL until all have spoken)."""
+    return min(cursor.times)

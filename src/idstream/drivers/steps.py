@@ -1,0 +1,191 @@
+"""The steps both drivers run: an input record, a claim or heartbeat, a decision.
+
+Drivers layer, no I/O. One place decodes an input record, dead-letters what the decoder
+rejects, skips ticks, applies the install stage and advances the record's partition; one
+place applies claims in the pool with each claim isolated, so that a claim whose processing
+raises is dead-lettered (`processing_error`) and still answered. The drivers decide how
+records are batched, delivered and isolated (drivers/local, drivers/faust).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+
+from idstream.codecs import Limits, Rejection, decode
+from idstream.domain import install as install_stage
+from idstream.domain import pool as pool_stage
+from idstream.domain.config import RuleConfig
+from idstream.domain.events import RecordMeta
+from idstream.domain.install_state import InstallTables
+from idstream.domain.keys import key
+from idstream.domain.messages import (
+    NOTE_TICK,
+    Claim,
+    Heartbeat,
+    LinkDecision,
+    Output,
+    StageResult,
+    dead_letter,
+)
+from idstream.domain.overlay import overlaid
+from idstream.domain.pool_state import Cursor, PoolTables
+from idstream.domain.reasons import RejectReason
+
+logger = logging.getLogger(__name__)
+
+# A tick record (SPEC §5): an empty value with this header, appended by idstream to an input
+# partition that is silent while a pool waits for it. It advances the partition's effective
+# time; the stages skip it. Other consumers of the input topic should skip it too.
+TICK_HEADER = "idstream-tick"
+
+
+def is_tick(value: bytes, meta: RecordMeta) -> bool:
+    return not value and any(name == TICK_HEADER for name, _ in meta.headers)
+
+
+def fingerprint(exc: BaseException) -> str:
+    """Where a record's processing failed: the exception type and the innermost idstream code
+    location. The same in every replay, and never the exception's message (it may quote
+    personal data)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "/idstream/" in f.filename.replace("\\", "/")]
+    where = ours[-1] if ours else (frames[-1] if frames else None)
+    if where is None:
+        return type(exc).__name__
+    module = where.filename.replace("\\", "/").rpartition("/idstream/")[2]
+    return f"{type(exc).__name__} at idstream/{module}:{where.lineno} ({where.name})"
+
+
+def processing_error(value: bytes, meta: RecordMeta | None, exc: BaseException) -> Output:
+    """The dead letter of a record whose processing raised (docs/operations.md)."""
+    logger.error("a record could not be processed: %s", fingerprint(exc))
+    return dead_letter(value, meta, RejectReason.PROCESSING_ERROR, fingerprint(exc))
+
+
+def check_outputs(result: StageResult) -> None:
+    """Raise if an output value cannot be written as JSON (a defect): inside the per-record
+    boundary, so such a record is dead-lettered instead of stopping its batch."""
+    for output in result.outputs:
+        if output.value is not None:
+            orjson.dumps(output.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What an input record did: the stage's result, and its partition's effective time."""
+
+    result: StageResult
+    time: int
+
+
+@dataclass(slots=True)
+class Steps:
+    """The stages of one driver, over its tables and settings."""
+
+    rules: RuleConfig
+    limits: Limits
+    sources: int  # partitions of the input topic: the pool waits for each of them
+    install: InstallTables
+    pool: PoolTables
+    check: Callable[[StageResult], None] = field(default=check_outputs)
+
+    def input(
+        self, value: bytes, meta: RecordMeta, install: InstallTables | None = None
+    ) -> Applied | None:
+        """One input record: None for a redelivery (a record at or before its partition's last
+        applied offset), else what it did. Raises when the record's processing raises; the
+        driver then runs it again with `input_isolated`."""
+        tables = self.install if install is None else install
+        time = install_stage.effective_time(tables, meta)
+        if time is None:
+            return None
+        if is_tick(value, meta):
+            result = install_stage.skip(NOTE_TICK, meta)
+        else:
+            decoded = decode(value, meta, self.limits)
+            if isinstance(decoded, Rejection):
+                rejected = dead_letter(value, meta, decoded.reason, decoded.detail)
+                result = StageResult(outputs=(rejected,))
+            else:
+                result = install_stage.apply_event(tables, decoded, value, meta, time, self.rules)
+        install_stage.record_position(tables, meta, time)
+        return Applied(result, time)
+
+    def input_isolated(self, value: bytes, meta: RecordMeta) -> Applied | None:
+        """One input record whose writes are kept only if it succeeds; a record that raises
+        goes to the dead letter (`processing_error`) and its partition moves past it."""
+        buffered = overlaid(self.install)
+        try:
+            applied = self.input(value, meta, buffered.tables)
+            if applied is not None:
+                self.check(applied.result)
+        except Exception as exc:  # noqa: BLE001 - the per-record boundary: any defect
+            buffered.drop()
+            time = install_stage.effective_time(self.install, meta)
+            if time is None:
+                return None
+            install_stage.record_position(self.install, meta, time)
+            return Applied(StageResult(outputs=(processing_error(value, meta, exc),)), time)
+        buffered.commit()
+        return applied
+
+    def pool_message(self, message: Claim | Heartbeat) -> StageResult:
+        """A claim or heartbeat: the claims it makes ready, applied in log order."""
+        return pool_stage.receive(self.pool, message, self.rules, self.sources, self._apply)
+
+    def decision(self, decision: LinkDecision) -> StageResult:
+        return install_stage.apply_decision(self.install, decision)
+
+    def heartbeats(
+        self, partition: int, offset: int, time: int, result: StageResult
+    ) -> list[Heartbeat]:
+        """Heartbeats after an input record, for every pool it sent no claim to."""
+        claimed = frozenset(m.pool for m in result.messages if isinstance(m, Claim))
+        return install_stage.heartbeats(self.rules.all_pools, partition, offset, time, claimed)
+
+    def cursor(self, pool: str) -> Cursor | None:
+        """Where a pool is (read only), e.g. to see which partitions it waits for."""
+        return self.pool.cursor.get(key(pool))
+
+    def _apply(
+        self, tables: PoolTables, claim: Claim, rules: RuleConfig, cursor: Cursor
+    ) -> tuple[StageResult, Cursor]:
+        """One claim in its own write buffer: kept when it succeeds; dropped when it raises,
+        and then the claim is dead-lettered and answered as rejected."""
+        buffered = overlaid(tables)
+        try:
+            result, cursor_after = pool_stage.apply_claim(buffered.tables, claim, rules, cursor)
+            self.check(result)
+        except Exception as exc:  # noqa: BLE001 - the per-claim boundary: any defect
+            buffered.drop()
+            return _failed_claim(tables, claim, cursor, exc)
+        buffered.commit()
+        return result, cursor_after
+
+
+def _failed_claim(
+    tables: PoolTables, claim: Claim, cursor: Cursor, exc: BaseException
+) -> tuple[StageResult, Cursor]:
+    outputs = (processing_error(claim.raw, claim.meta, exc),)
+    if not claim.answered:
+        return StageResult(outputs=outputs), cursor
+    # The install holds its outputs until this answer: release them where the install is.
+    known: Any = tables.installs.get(key(claim.pool, claim.push_registration_id))
+    segment = known.segment if known is not None else ""
+    profile = known.profile_id if known is not None else ""
+    seq = cursor.decisions + 1
+    answer = LinkDecision(
+        claim.push_registration_id,
+        segment,
+        profile,
+        seq,
+        answers=claim.seq,
+        rejected=RejectReason.PROCESSING_ERROR,
+    )
+    return StageResult(messages=(answer,), outputs=outputs), replace(cursor, decisions=seq)
