@@ -41,6 +41,7 @@ from idstream.domain.install_state import (
     event_wire,
     expiry_key,
     held_key,
+    install_key,
     open_install_tables,
     seen_key,
     source_key,
@@ -159,7 +160,7 @@ def apply_event(
     t.seen_expiry.put(expiry_key(meta.partition, time, prid, event.event_id), Expiry())
 
     position = (time, meta.partition, meta.offset)
-    rec = t.installs.get(prid)
+    rec = t.installs.get(install_key(prid))
     first = rec is None
     if rec is None:
         rec = _new_install(event, rules, position)
@@ -171,7 +172,7 @@ def apply_event(
 
     if isinstance(event, AppLaunch) and _inside_dedup_window(rec, event, rules):
         # Changes nothing but the metric; the eventId is kept so a duplicate is not counted.
-        t.installs.put(prid, _with(rec, dropped_launches=rec.dropped_launches + 1))
+        t.installs.put(install_key(prid), _with(rec, dropped_launches=rec.dropped_launches + 1))
         return skip(NOTE_LAUNCH_DROPPED, meta)
 
     rec, data_changed = _update_data(rec, event)
@@ -195,14 +196,14 @@ def apply_event(
         rec = _with(rec, held_next=rec.held_next + 1)
     else:
         outputs = (_resolved(value, rec.profile),)
-    t.installs.put(prid, rec)
+    t.installs.put(install_key(prid), rec)
     return StageResult(messages=claims, outputs=outputs)
 
 
 def apply_decision(t: InstallTables, decision: LinkDecision) -> StageResult:
     """Apply the pool's decision: the install's current profile, and the outputs it releases."""
     prid = decision.push_registration_id
-    rec = t.installs.get(prid)
+    rec = t.installs.get(install_key(prid))
     if rec is None or decision.pool_seq <= rec.pool_seq:
         # A redelivery: applied before, and its outputs were delivered before it was.
         return StageResult()
@@ -217,7 +218,7 @@ def apply_decision(t: InstallTables, decision: LinkDecision) -> StageResult:
         # Another install's claim moved this segment (a merge, a forget).
         changes["profile"] = decision.profile_id
     rec = _with(rec, **changes)
-    t.installs.put(prid, rec)
+    t.installs.put(install_key(prid), rec)
     if not decision.answers:
         return StageResult()
     released: list[Output] = []
@@ -240,7 +241,7 @@ def apply_decision(t: InstallTables, decision: LinkDecision) -> StageResult:
         released.append(_resolved(held.value, rec.profile))
     if not waiting:
         # Nothing held: the counter starts over, so the state does not depend on timing.
-        t.installs.put(prid, _with(rec, held_next=0))
+        t.installs.put(install_key(prid), _with(rec, held_next=0))
     notes = tuple(reason for reason, _, _ in skipped)
     return StageResult(outputs=tuple(released), notes=notes, skipped=skipped)
 

@@ -147,6 +147,10 @@ def open_install_tables(factory: TableFactory) -> InstallTables:
     )
 
 
+def install_key(prid: str) -> str:
+    return key(prid)
+
+
 def source_key(partition: int) -> str:
     return key(number(partition))
 

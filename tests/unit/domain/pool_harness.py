@@ -1,8 +1,10 @@
 """Test harness for the pool stage: builds claims as the install stage would and applies them.
 
-Claims are built per install (seq, order key, segments) and can be applied at once or later in
-any interleaving. State lives in storage.memory tables that round-trip every value through the
-real codec, so the stored value types are checked too.
+Claims are built per install (seq, facts, the event's fields) and placed in one input log, one
+after the other (input partition 0, increasing offsets and log time): the order the pool
+applies them in. `ts` arguments are event times (device clocks). State lives in
+storage.memory tables that round-trip every value through the real codec, so the stored value
+types are checked too.
 """
 
 from __future__ import annotations
@@ -12,102 +14,113 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from idstream.domain.config import RuleConfig
-from idstream.domain.events import (
-    AnyEvent,
-    AppCode,
-    Depersonalize,
-    EventId,
-    Forget,
-    IdentityKind,
-    IdentityReplacement,
-    Personalize,
-    PersonAttributes,
-    PersonUpdate,
-    PoolId,
-    ProfileId,
-    PushRegistrationId,
-    RecordMeta,
-    Uninstall,
-    UserIdentity,
-)
+from idstream.domain.events import IdentityKind, RecordMeta
 from idstream.domain.ids import anonymous_profile_id, person_profile_id
-from idstream.domain.messages import Claim, InstallFacts, LinkDecision, Output, OutputTopic
-from idstream.domain.pool import (
-    DIGEST_EXCLUDED,
-    PoolTables,
-    apply_claim,
-    open_pool_tables,
+from idstream.domain.keys import key, parts
+from idstream.domain.messages import (
+    Claim,
+    ClaimIdentity,
+    Heartbeat,
+    InstallFacts,
+    LinkDecision,
+    Output,
+    OutputTopic,
 )
-from idstream.domain.pool_state import SEP
+from idstream.domain.pool import DIGEST_EXCLUDED, PoolTables, open_pool_tables, receive
 from idstream.storage.memory import DictStore
 
-POOL = PoolId("default")
+POOL = "default"
 
 
 def identity(
     ext: str | None = None, emails: Iterable[str] = (), phones: Iterable[str] = ()
-) -> UserIdentity:
-    return UserIdentity(ext, tuple(emails), tuple(phones))
+) -> ClaimIdentity:
+    return ClaimIdentity(ext, tuple(emails), tuple(phones))
+
+
+def _identity_or_none(found: ClaimIdentity | None) -> ClaimIdentity | None:
+    if found is None or (found.external_user_id is None and not found.emails and not found.phones):
+        return None
+    return found
 
 
 @dataclass
 class _Install:
     prid: str
     app_code: str
-    pool: PoolId
+    pool: str
+    source: int = 0  # the input partition of its events
     seq: int = 0
-    max_ts: int = -(10**15)
-    segment: str = ""
-    anonymous: str = ""
     push: bool = True
     primary: bool = False
     system_data: dict[str, Any] = field(default_factory=dict)
+    custom_attributes: dict[str, Any] = field(default_factory=dict)
 
 
 class ClaimMaker:
-    """Makes the claims an install stage would send (order key, seq, segments, facts)."""
+    """Makes the claims an install stage would send (seq, log position, facts, event fields)."""
 
     def __init__(self, rules: RuleConfig | None = None) -> None:
         self.rules = rules or RuleConfig()
         self.installs: dict[str, _Install] = {}
         self._ids = 0
+        # The input log: one record per claim, in the partition of its install; its log time
+        # grows with every record, so the log's order is the order claims were made in.
+        self.clock = 0
+        self.offsets: dict[int, int] = {}
 
-    def _event_id(self, prid: str) -> EventId:
+    def _event_id(self, prid: str) -> str:
         self._ids += 1
-        return EventId(f"{prid}.e{self._ids:04d}")
+        return f"{prid}.e{self._ids:04d}"
 
-    def _facts(self, ins: _Install, lifecycle: str = "anonymous") -> InstallFacts:
-        return InstallFacts(ins.app_code, lifecycle, ins.push, ins.primary, dict(ins.system_data))
-
-    def _claim(self, ins: _Install, event: AnyEvent | None, eid: str, ts: int) -> Claim:
-        ins.seq += 1
-        ins.max_ts = max(ins.max_ts, ts)
-        return Claim(
-            pool=ins.pool,
-            push_registration_id=PushRegistrationId(ins.prid),
-            seq=ins.seq,
-            order=(ins.max_ts, eid),
-            event=event,
-            segment=ins.segment,
-            anonymous_profile=ProfileId(ins.anonymous),
-            facts=self._facts(ins),
-            raw=f"raw:{eid}".encode(),
-            meta=RecordMeta("idstream.events", 0, ins.seq * 1000 + len(self.installs), ts),
+    def _facts(self, ins: _Install) -> InstallFacts:
+        return InstallFacts(
+            ins.app_code, ins.push, ins.primary, dict(ins.system_data), dict(ins.custom_attributes)
         )
 
-    def _open(self, ins: _Install, eid: str) -> None:
-        ins.segment = eid
-        ins.anonymous = anonymous_profile_id(PushRegistrationId(ins.prid), eid)
+    def _position(self, source: int) -> tuple[int, int, int]:
+        self.clock += 1
+        self.offsets[source] = self.offsets.get(source, -1) + 1
+        return (self.clock, source, self.offsets[source])
+
+    def tick(self, source: int, pool: str = POOL) -> Heartbeat:
+        """A tick record on `source`: the pool hears the partition has come this far."""
+        time, _, offset = self._position(source)
+        return Heartbeat(pool, source, time, offset)
+
+    def _claim(self, ins: _Install, kind: str, ts: int, **body: Any) -> Claim:
+        ins.seq += 1
+        position = self._position(ins.source)
+        eid = self._event_id(ins.prid)
+        return Claim(
+            pool=ins.pool,
+            position=position,
+            push_registration_id=ins.prid,
+            seq=ins.seq,
+            anonymous_profile=anonymous_profile_id(ins.prid, position),
+            facts=self._facts(ins),
+            kind=kind,
+            event_id=eid,
+            timestamp=ts,
+            raw=f"raw:{eid}".encode(),
+            meta=RecordMeta("idstream.events", position[1], position[2], position[0]),
+            **body,
+        )
 
     def install(
-        self, prid: str, ts: int, *, app: str = "app", push: bool = True, primary: bool = False
+        self,
+        prid: str,
+        ts: int,
+        *,
+        app: str = "app",
+        push: bool = True,
+        primary: bool = False,
+        source: int = 0,
     ) -> Claim:
         """The install's first event: a facts-only claim that opens its first segment."""
-        ins = _Install(prid, app, self.rules.pool_of(app), push=push, primary=primary)
+        ins = _Install(prid, app, self.rules.pool_of(app), source, push=push, primary=primary)
         self.installs[prid] = ins
-        eid = self._event_id(prid)
-        self._open(ins, eid)
-        return self._claim(ins, None, eid, ts)
+        return self._claim(ins, "install", ts)
 
     def facts(
         self,
@@ -116,6 +129,7 @@ class ClaimMaker:
         *,
         push: bool | None = None,
         primary: bool | None = None,
+        custom: dict[str, Any] | None = None,
         **system: Any,
     ) -> Claim:
         ins = self.installs[prid]
@@ -124,16 +138,8 @@ class ClaimMaker:
         if primary is not None:
             ins.primary = primary
         ins.system_data.update(system)
-        return self._claim(ins, None, self._event_id(prid), ts)
-
-    def _base(self, prid: str, ts: int) -> dict[str, Any]:
-        ins = self.installs[prid]
-        return {
-            "event_id": self._event_id(prid),
-            "timestamp": ts,
-            "app_code": AppCode(ins.app_code),
-            "push_registration_id": PushRegistrationId(prid),
-        }
+        ins.custom_attributes.update(custom or {})
+        return self._claim(ins, "installUpdate", ts)
 
     def personalize(
         self,
@@ -147,21 +153,18 @@ class ClaimMaker:
         attributes: dict[str, Any] | None = None,
         custom: dict[str, Any] | None = None,
     ) -> Claim:
-        ins = self.installs[prid]
-        event = Personalize(
-            **self._base(prid, ts),
-            user_identity=identity(ext, emails, phones),
-            user_attributes=PersonAttributes(attributes or {}, custom or {}),
+        return self._claim(
+            self.installs[prid],
+            "personalize",
+            ts,
+            identity=_identity_or_none(identity(ext, emails, phones)),
             force_depersonalize=force,
+            attributes=dict(attributes or {}),
+            custom_attributes=dict(custom or {}),
         )
-        ins.segment = event.event_id  # a personalize opens a person segment
-        return self._claim(ins, event, event.event_id, ts)
 
     def depersonalize(self, prid: str, ts: int) -> Claim:
-        ins = self.installs[prid]
-        event = Depersonalize(**self._base(prid, ts))
-        self._open(ins, event.event_id)
-        return self._claim(ins, event, event.event_id, ts)
+        return self._claim(self.installs[prid], "depersonalize", ts)
 
     def update(
         self,
@@ -172,40 +175,38 @@ class ClaimMaker:
         custom: dict[str, Any] | None = None,
         tags_added: Iterable[str] = (),
         tags_removed: Iterable[str] = (),
-        added: UserIdentity | None = None,
-        removed: UserIdentity | None = None,
+        added: ClaimIdentity | None = None,
+        removed: ClaimIdentity | None = None,
         replaced: Iterable[tuple[IdentityKind, str, str]] = (),
     ) -> Claim:
-        ins = self.installs[prid]
-        event = PersonUpdate(
-            **self._base(prid, ts),
-            attributes=PersonAttributes(attributes or {}, custom or {}),
+        return self._claim(
+            self.installs[prid],
+            "personUpdate",
+            ts,
+            attributes=dict(attributes or {}),
+            custom_attributes=dict(custom or {}),
             tags_added=tuple(tags_added),
             tags_removed=tuple(tags_removed),
-            identities_added=added or UserIdentity(),
-            identities_removed=removed or UserIdentity(),
-            identities_replaced=tuple(IdentityReplacement(k, o, n) for k, o, n in replaced),
+            identities_added=_identity_or_none(added),
+            identities_removed=_identity_or_none(removed),
+            identities_replaced=tuple((k.value, o, n) for k, o, n in replaced),
         )
-        return self._claim(ins, event, event.event_id, ts)
 
     def uninstall(self, prid: str, ts: int) -> Claim:
-        ins = self.installs[prid]
-        event = Uninstall(**self._base(prid, ts))
-        return self._claim(ins, event, event.event_id, ts)
+        return self._claim(self.installs[prid], "uninstall", ts)
 
-    def forget(self, prid: str, ts: int, who: UserIdentity | None = None) -> Claim:
-        ins = self.installs[prid]
-        event = Forget(**self._base(prid, ts), user_identity=who)
-        if who is None:
-            self._open(ins, event.event_id)  # forgetting its own person opens a fresh segment
-        return self._claim(ins, event, event.event_id, ts)
+    def forget(self, prid: str, ts: int, who: ClaimIdentity | None = None) -> Claim:
+        return self._claim(self.installs[prid], "forget", ts, identity=_identity_or_none(who))
 
 
 class PoolHarness(ClaimMaker):
     """A ClaimMaker whose claims go straight into one pool stage; keeps every output."""
 
-    def __init__(self, rules: RuleConfig | None = None, *, roundtrip: bool = True) -> None:
+    def __init__(
+        self, rules: RuleConfig | None = None, *, roundtrip: bool = True, sources: int = 1
+    ) -> None:
         super().__init__(rules)
+        self.sources = sources
         # Round-tripping every value through the codec checks the stored types; property
         # tests that apply thousands of claims turn it off for speed.
         self.store = DictStore(roundtrip=roundtrip)
@@ -216,8 +217,9 @@ class PoolHarness(ClaimMaker):
         self.last_decisions: tuple[LinkDecision, ...] = ()
         self.last_notes: tuple[str, ...] = ()
 
-    def apply(self, claim: Claim) -> Claim:
-        result = apply_claim(self.tables, claim, self.rules)
+    def apply(self, claim: Claim | Heartbeat) -> Claim | Heartbeat:
+        # With one input partition, every claim is applied as soon as it arrives.
+        result = receive(self.tables, claim, self.rules, self.sources)
         self.last_notes = result.notes
         self.last_outputs = result.outputs
         self.last_decisions = tuple(m for m in result.messages if isinstance(m, LinkDecision))
@@ -241,7 +243,7 @@ class PoolHarness(ClaimMaker):
     def profile_of(self, prid: str) -> str:
         """The profile an install is linked to now (pool state)."""
         pool = self.installs[prid].pool if prid in self.installs else POOL
-        record = self.tables.installs.get(POOL_KEY(pool, prid))
+        record = self.tables.installs.get(key(pool, prid))
         assert record is not None
         return record.profile_id
 
@@ -262,7 +264,7 @@ class PoolHarness(ClaimMaker):
         ]
 
     def change_types(self, pid: str, *, last: bool = False) -> list[str]:
-        return [c["type"] for c in self.changes(pid, last=last)]
+        return [c["kind"] for c in self.changes(pid, last=last)]
 
     def dead_letters(self, *, last: bool = True) -> list[str]:
         source = self.last_outputs if last else self.outputs
@@ -273,17 +275,21 @@ class PoolHarness(ClaimMaker):
         ]
 
     def person_id(self, claim: Claim) -> str:
-        assert claim.event is not None
-        return person_profile_id(claim.pool, claim.event.event_id)
+        """The person a personalize claim creates."""
+        return person_profile_id(claim.pool, claim.position)
+
+    def anonymous_id(self, claim: Claim) -> str:
+        """The anonymous profile a claim's event opens (first event, depersonalize, forget)."""
+        return claim.anonymous_profile
 
     def owner(self, kind: IdentityKind, value: str, pool: str = POOL) -> str | None:
-        found = self.tables.identities.get(SEP.join((pool, kind.value, value)))
+        found = self.tables.identities.get(key(pool, kind.value, value))
         return found.profile_id if found is not None else None
 
     def persons(self, pool: str = POOL) -> list[str]:
         return [
-            key.split(SEP, 1)[1]
-            for key, record in self.tables.profiles.scan(pool + SEP)
+            parts(found)[1]
+            for found, record in self.tables.profiles.scan(key(pool))
             if record.kind == "person"
         ]
 
@@ -302,10 +308,6 @@ _BUILDERS = frozenset(
         "forget",
     }
 )
-
-
-def POOL_KEY(pool: str, *parts: str) -> str:
-    return SEP.join((pool, *parts))
 
 
 def logical_state(store: DictStore) -> dict[str, list[tuple[str, Any]]]:

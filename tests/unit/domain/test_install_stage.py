@@ -32,9 +32,17 @@ from idstream.domain.events import (
     UserIdentity,
 )
 from idstream.domain.ids import anonymous_profile_id
-from idstream.domain.install import apply_decision, apply_event, open_install_tables
+from idstream.domain.install import (
+    apply_decision,
+    apply_event,
+    effective_time,
+    open_install_tables,
+    record_position,
+    sweep_seen,
+)
 from idstream.domain.install_state import InstallRecord, InstallTables, event_wire
-from idstream.domain.messages import Claim, LinkDecision, OutputTopic, StageResult
+from idstream.domain.keys import key
+from idstream.domain.messages import NOTE_DUPLICATE, Claim, LinkDecision, OutputTopic, StageResult
 from idstream.domain.reasons import RejectReason
 from idstream.storage.memory import DictStore
 
@@ -55,29 +63,47 @@ def common(eid: str | None, ts: int, **kw: Any) -> dict[str, Any]:
 
 
 class Stage:
-    """One install-stage instance over dict tables (values round-tripped like RocksDB)."""
+    """One install-stage instance over dict tables (values round-tripped like RocksDB).
+
+    Records go to input partition 0 one after the other; a record's Kafka time is its event
+    time unless given.
+    """
 
     def __init__(self, rules: RuleConfig = RULES) -> None:
         self.store = DictStore(roundtrip=True)
         self.tables: InstallTables = open_install_tables(self.store)
         self.rules = rules
-        self.offset = 0
+        self.offset = -1
         self.pool_seq = 0
+        self.positions: dict[str, tuple[int, int, int]] = {}  # eventId -> log position
 
-    def send(self, event: AnyEvent, meta: RecordMeta | None = None) -> StageResult:
-        if meta is None:
-            self.offset += 1
-            meta = RecordMeta("idstream.events", 0, self.offset, event.timestamp)
-        return apply_event(self.tables, event, b"raw:" + event.event_id.encode(), meta, self.rules)
+    def send(self, event: AnyEvent, record_time: int | None = None) -> StageResult:
+        self.offset += 1
+        at = event.timestamp if record_time is None else record_time
+        meta = RecordMeta("idstream.events", 0, self.offset, at)
+        time = effective_time(self.tables, meta)
+        assert time is not None
+        self.positions[event.event_id] = (time, 0, self.offset)
+        raw = b"raw:" + event.event_id.encode()
+        result = apply_event(self.tables, event, raw, meta, time, self.rules)
+        record_position(self.tables, meta, time)
+        return result
 
-    def decide(self, segment: str, profile: str = PERSON, **kw: Any) -> StageResult:
+    def anonymous(self, event_id: str) -> str:
+        """The anonymous profile the event with this id opened."""
+        return anonymous_profile_id(PRID, self.positions[event_id])
+
+    def decide(
+        self, profile: str = PERSON, *, answers: int = 0, segment: str | None = None, **kw: Any
+    ) -> StageResult:
         self.pool_seq += 1
-        decision = LinkDecision(PRID, segment, ProfileId(profile), self.pool_seq, **kw)
-        return apply_decision(self.tables, decision, self.rules)
+        segment = self.install.segment if segment is None else segment
+        decision = LinkDecision(PRID, segment, profile, self.pool_seq, answers=answers, **kw)
+        return apply_decision(self.tables, decision)
 
     @property
     def install(self) -> InstallRecord:
-        rec = self.tables.installs.get(PRID)
+        rec = self.tables.installs.get(key(PRID))
         assert rec is not None
         return rec
 
@@ -111,21 +137,24 @@ def claims(result: StageResult) -> list[Claim]:
 
 def test_first_event_opens_an_anonymous_segment_and_tells_the_pool() -> None:
     stage = Stage()
-    result = stage.send(Install(**common("e1", 1000), system_data={"platform": "Android"}))
-    anonymous = anonymous_profile_id(PRID, "e1")
+    result = stage.send(
+        Install(**common("e1", 1000), system_data={"platform": "Android"}), record_time=1500
+    )
+    anonymous = stage.anonymous("e1")
     assert resolved(result) == [(anonymous, "e1")]
     value = result.outputs[0].value
     assert value is not None
     assert value["installId"] == PRID and value["profileId"] == anonymous
-    assert value["pool"] == "default" and value["segment"] == "e1"
-    assert value["systemData"] == {"platform": "Android"}
+    assert value["pool"] == "default" and value["systemData"] == {"platform": "Android"}
+    # Resolved when the input log was at 1500: the record's effective time.
+    assert value["resolvedAt"] == 1500
+    assert value["source"] == {"topic": "idstream.events", "partition": 0, "offset": 0}
     (claim,) = claims(result)
-    assert claim.event is None  # facts only
-    assert claim.seq == 1 and claim.order == (1000, "e1") and claim.pool == PoolId("default")
-    assert claim.segment == "e1" and claim.anonymous_profile == anonymous
-    assert claim.facts.lifecycle == "anonymous" and claim.facts.push_enabled
+    assert claim.kind == "install" and not claim.answered  # facts only
+    assert claim.seq == 1 and claim.position == (1500, 0, 0) and claim.pool == "default"
+    assert claim.anonymous_profile == anonymous and claim.facts.push_enabled
     assert claim.facts.system_data == {"platform": "Android"}
-    assert claim.raw == b"raw:e1" and claim.meta is not None
+    assert claim.raw == b"" and claim.meta is None  # a facts claim never goes to the dead letter
 
 
 def test_events_that_change_no_facts_send_no_claim() -> None:
@@ -133,13 +162,23 @@ def test_events_that_change_no_facts_send_no_claim() -> None:
     stage.send(Install(**common("e1", 1000)))
     result = stage.send(Custom(**common("e2", 2000), definition_id="purchase"))
     assert claims(result) == []
-    assert resolved(result) == [(anonymous_profile_id(PRID, "e1"), "e2")]
+    assert resolved(result) == [(stage.anonymous("e1"), "e2")]
 
 
 def test_pool_comes_from_the_app_code() -> None:
     stage = Stage(RuleConfig(pools={"app": PoolId("shop")}))
     (claim,) = claims(stage.send(Install(**common("e1", 1))))
     assert claim.pool == "shop"
+
+
+def test_the_effective_time_is_the_running_maximum_of_record_times() -> None:
+    stage = Stage()
+    stage.send(Install(**common("e1", 1)), record_time=5_000)
+    stage.send(Custom(**common("e2", 2), definition_id="x"), record_time=4_000)
+    assert stage.positions["e2"] == (5_000, 0, 1)
+    # A record at or before the partition's last applied offset is a redelivery.
+    assert effective_time(stage.tables, RecordMeta("idstream.events", 0, 1, 9_999)) is None
+    assert effective_time(stage.tables, RecordMeta("idstream.events", 0, 2, 4_500)) == 5_000
 
 
 def test_resolved_event_wire_shape_matches_the_codec() -> None:
@@ -179,44 +218,42 @@ def test_resolved_event_wire_shape_matches_the_codec() -> None:
 # -- idempotency --------------------------------------------------------------------------
 
 
-def test_a_repeated_event_id_from_another_offset_is_a_no_op() -> None:
+def test_a_repeated_event_id_inside_the_window_is_skipped() -> None:
     stage = Stage()
     stage.send(Install(**common("e1", 1000)))
     stage.send(Personalize(**common("e2", 2000), user_identity=UserIdentity("u1")))
-    before = stage.snapshot()
+    before = stage.tables.installs.get(key(PRID))
     again = stage.send(Personalize(**common("e2", 2000), user_identity=UserIdentity("u1")))
-    assert again == StageResult()
-    assert stage.snapshot() == before
+    assert again == StageResult() and again.notes == (NOTE_DUPLICATE,)
+    assert again.skipped == ((NOTE_DUPLICATE, 0, 2),)
+    assert stage.tables.installs.get(key(PRID)) == before
 
 
-def test_a_crash_redelivery_resends_the_same_outputs() -> None:
-    stage = Stage()
-    meta = RecordMeta("idstream.events", 3, 77, 1000)
-    event = Install(**common("e1", 1000), system_data={"pushRegistrationEnabled": False})
-    first = stage.send(event, meta)
-    before = stage.snapshot()
-    assert stage.send(event, meta) == first
-    assert stage.snapshot() == before
-    # ... also for a claim carrying its event, and for a dead letter.
-    meta2 = RecordMeta("idstream.events", 3, 78, 2000)
-    personalize = Personalize(**common("e2", 2000), user_identity=UserIdentity("u1"))
-    first = stage.send(personalize, meta2)
-    assert stage.send(personalize, meta2) == first
-    meta3 = RecordMeta("idstream.events", 3, 79, 3000)
-    depersonalize = Depersonalize(**common("e3", 3000))
-    stage.send(depersonalize, meta3)
-    dropped = Depersonalize(**common("e4", 4000))
-    first = stage.send(dropped, RecordMeta("idstream.events", 3, 80, 4000))
-    assert dead(first) == ["not_personalized"]
-    assert stage.send(dropped, RecordMeta("idstream.events", 3, 80, 4000)) == first
+def test_an_event_id_is_remembered_for_the_window_of_record_time_only() -> None:
+    stage = Stage(RuleConfig(dedup_window_ms=10_000))
+    stage.send(Custom(**common("e1", 1), definition_id="x"), record_time=1_000)
+    anonymous = stage.anonymous("e1")
+    assert stage.send(Custom(**common("e1", 1), definition_id="x"), record_time=11_000).notes
+    # Past the window, the same eventId is a new event.
+    later = stage.send(Custom(**common("e1", 1), definition_id="x"), record_time=11_001)
+    assert resolved(later) == [(anonymous, "e1")]
 
 
-def test_a_duplicate_without_source_is_a_no_op() -> None:
-    stage = Stage()
-    event = Install(**common("e1", 1000))
-    meta = RecordMeta("t", 0, 1, 0)
-    stage.send(event, meta)
-    assert apply_event(stage.tables, event, b"", None, RULES) == StageResult()
+def test_sweeping_the_seen_event_ids_never_changes_a_decision() -> None:
+    # Entries past the window are deleted when the driver sweeps; until then they are still
+    # there, but too old to count.
+    swept, kept = (
+        Stage(RuleConfig(dedup_window_ms=10_000)),
+        Stage(RuleConfig(dedup_window_ms=10_000)),
+    )
+    for stage in (swept, kept):
+        stage.send(Custom(**common("s1", 1), definition_id="x"), record_time=1_000)
+        stage.send(Custom(**common("s2", 1), definition_id="x"), record_time=5_000)
+    assert sweep_seen(swept.tables, 0, 12_000, 10_000) == 1
+    assert [k for k, _ in swept.tables.seen.scan()] == [key(PRID, "s2")]
+    for stage in (swept, kept):
+        assert resolved(stage.send(Custom(**common("s1", 1), definition_id="x"), 12_000))
+        assert not resolved(stage.send(Custom(**common("s2", 1), definition_id="x"), 12_000))
 
 
 # -- 30-second launch dedup --------------------------------------------------------------
@@ -284,30 +321,21 @@ def _fields(rec: InstallRecord) -> dict[str, Any]:
 # -- lifecycle ------------------------------------------------------------------------------
 
 
-def test_lifecycle_anonymous_personalized_depersonalized_uninstalled() -> None:
+def test_identity_and_lifecycle_events_are_claims_the_pool_answers() -> None:
     stage = Stage()
-    seen = []
     events: list[AnyEvent] = [
-        Install(**common("e1", 1)),
         Personalize(**common("e2", 2), user_identity=UserIdentity("u1")),
         Depersonalize(**common("e3", 3)),
-        Personalize(**common("e4", 4), user_identity=UserIdentity("u2")),
-        Uninstall(**common("e5", 5)),
+        PersonUpdate(**common("e4", 4), tags_added=("t",)),
+        Forget(**common("e5", 5)),
+        Uninstall(**common("e6", 6)),
     ]
-    for event in events:
-        (claim,) = claims(stage.send(event))
-        seen.append(claim.facts.lifecycle)
-        assert claim.event == (None if isinstance(event, Install) else event)
-    assert seen == ["anonymous", "personalized", "depersonalized", "personalized", "uninstalled"]
-    assert stage.install.lifecycle == "uninstalled"
-
-
-def test_depersonalize_of_an_install_not_personalized_is_a_dead_letter() -> None:
-    stage = Stage()
     stage.send(Install(**common("e1", 1)))
-    result = stage.send(Depersonalize(**common("e2", 2)))
-    assert dead(result) == ["not_personalized"] and claims(result) == []
-    assert stage.install.lifecycle == "anonymous"
+    for n, event in enumerate(events, start=2):
+        (claim,) = claims(stage.send(event))
+        assert claim.answered and claim.kind == event.type.value and claim.seq == n
+        assert claim.raw == b"raw:" + event.event_id.encode() and claim.meta is not None
+    assert stage.install.awaiting == 6 and stage.install.answered == 0
 
 
 def test_events_stamped_after_the_uninstall_are_dead_letters() -> None:
@@ -318,10 +346,11 @@ def test_events_stamped_after_the_uninstall_are_dead_letters() -> None:
     assert dead(result) == ["install_uninstalled"]
     value = result.outputs[0].value
     assert value is not None and value["originalBase64"] == "cmF3OmUz"  # b"raw:e3"
-    assert value["source"]["offset"] == 3
+    assert value["source"]["offset"] == 2
     # Stamped at or before the uninstall: still applies (late data).
+    stage.decide(stage.anonymous("e1"), answers=2)  # the pool's answer to the uninstall
     late = stage.send(InstallUpdate(**common("e4", 4000), custom_attributes={"lang": "hr"}))
-    assert resolved(late) == [(anonymous_profile_id(PRID, "e1"), "e4")]
+    assert resolved(late) == [(stage.anonymous("e1"), "e4")]
     assert stage.install.custom_attributes["lang"].value == "hr"
     assert resolved(stage.send(Custom(**common("e5", 5000), definition_id="x")))
 
@@ -361,8 +390,8 @@ def test_system_data_and_standard_properties_are_lww_and_change_the_facts() -> N
         InstallUpdate(**common("e2", 300), system_data={"pushRegistrationEnabled": False})
     )
     (claim,) = claims(result)
-    assert claim.event is None and claim.facts.push_enabled is False
-    assert claim.order == (300, "e2") and claim.seq == 2
+    assert not claim.answered and claim.facts.push_enabled is False
+    assert claim.seq == 2
     # An older stamp loses: no change, no claim.
     result = stage.send(
         InstallUpdate(**common("e3", 200), system_data={"pushRegistrationEnabled": True})
@@ -385,115 +414,110 @@ def test_primary_device_is_lww_and_a_fact() -> None:
     assert claim.facts.primary_device is False
 
 
-def test_claim_order_is_monotone_per_install() -> None:
+def test_install_custom_attributes_are_facts_the_pool_gets() -> None:
     stage = Stage()
-    orders = []
-    for eid, ts in [("e1", 100), ("e2", 50), ("e3", 300), ("e4", 200)]:
-        event = PersonUpdate(**common(eid, ts), tags_added=("t",))
-        orders.append(claims(stage.send(event))[0].order)
-    assert orders == [(100, "e1"), (100, "e2"), (300, "e3"), (300, "e4")]
-    assert stage.install.claim_seq == 4
+    stage.send(Install(**common("e1", 1)))
+    (claim,) = claims(stage.send(InstallUpdate(**common("e2", 2), custom_attributes={"a": 1})))
+    assert claim.facts.custom_attributes == {"a": 1}
+    (claim,) = claims(stage.send(InstallUpdate(**common("e3", 3), custom_attributes={"a": None})))
+    assert claim.facts.custom_attributes == {}
 
 
-# -- segments and held events -----------------------------------------------------------------
+# -- held outputs and the pool's answers --------------------------------------------------
 
 
-def test_events_after_a_personalize_wait_for_the_link_decision() -> None:
+def test_events_after_a_personalize_wait_for_the_answer() -> None:
     stage = Stage()
     stage.send(Install(**common("e1", 1)))
     result = stage.send(Personalize(**common("e2", 2), user_identity=UserIdentity("u1")))
     (claim,) = claims(result)
-    assert claim.segment == "e2" and claim.anonymous_profile == anonymous_profile_id(PRID, "e1")
     assert resolved(result) == []
     assert resolved(stage.send(Custom(**common("e3", 3), definition_id="x"))) == []
     assert resolved(stage.send(AppLaunch(**common("e4", 4)))) == []
-    released = stage.decide("e2")
+    released = stage.decide(answers=claim.seq, segment="e2")
     assert resolved(released) == [(PERSON, "e2"), (PERSON, "e3"), (PERSON, "e4")]
     assert list(stage.tables.held.scan()) == []
+    assert stage.install.held_next == 0  # the held counter starts over when nothing waits
     assert resolved(stage.send(Custom(**common("e5", 5), definition_id="x"))) == [(PERSON, "e5")]
 
 
-def test_a_newer_decision_moves_later_events_and_a_stale_one_is_ignored() -> None:
+def test_an_answer_releases_only_up_to_the_next_claim_still_waiting() -> None:
     stage = Stage()
-    stage.send(Personalize(**common("e1", 1), user_identity=UserIdentity("u1")))
-    assert resolved(stage.decide("e1", "p_first")) == [("p_first", "e1")]
-    stage.decide("e1", "p_survivor")
-    stale = LinkDecision(PRID, "e1", ProfileId("p_first"), 1)
-    assert apply_decision(stage.tables, stale, RULES) == StageResult()
+    stage.send(Install(**common("e1", 1)))
+    first = claims(stage.send(PersonUpdate(**common("e2", 2), tags_added=("t",))))[0]
+    stage.send(Custom(**common("e3", 3), definition_id="x"))
+    stage.send(Personalize(**common("e4", 4), user_identity=UserIdentity("u1")))
+    stage.send(Custom(**common("e5", 5), definition_id="x"))
+    anonymous = stage.anonymous("e1")
+    assert resolved(stage.decide(anonymous, answers=first.seq)) == [
+        (anonymous, "e2"),
+        (anonymous, "e3"),
+    ]
+    assert resolved(stage.decide(answers=first.seq + 1, segment="e4")) == [
+        (PERSON, "e4"),
+        (PERSON, "e5"),
+    ]
+
+
+def test_a_rejected_claim_has_no_resolved_event_and_releases_the_rest() -> None:
+    stage = Stage()
+    stage.send(Install(**common("e1", 1)))
+    (claim,) = claims(stage.send(Personalize(**common("e2", 2), user_identity=UserIdentity("u1"))))
+    stage.send(Custom(**common("e3", 3), definition_id="x"))
+    anonymous = stage.anonymous("e1")
+    released = stage.decide(
+        anonymous, answers=claim.seq, segment="e1", rejected=RejectReason.IDENTITY_CONFLICT
+    )
+    # The pool sent the personalize to the dead letter: one outcome, not two.
+    assert resolved(released) == [(anonymous, "e3")]
+    assert stage.install.segment == "e1"
+
+
+def test_a_claim_a_rule_dropped_is_a_counted_skip() -> None:
+    stage = Stage()
+    stage.send(Install(**common("e1", 1)))
+    (claim,) = claims(stage.send(Personalize(**common("e2", 2), user_identity=UserIdentity("u"))))
+    released = stage.decide(stage.anonymous("e1"), answers=claim.seq, skipped=True)
+    assert resolved(released) == []
+    assert released.skipped == (("forgotten_person", 0, 1),)
+
+
+def test_a_decision_another_install_caused_moves_later_events() -> None:
+    stage = Stage()
+    (claim,) = claims(stage.send(Personalize(**common("e1", 1), user_identity=UserIdentity("u1"))))
+    assert resolved(stage.decide("p_first", answers=claim.seq, segment="e1")) == [("p_first", "e1")]
+    # A merge into an older person: the install's segment moves, nothing is released.
+    assert stage.decide("p_survivor", segment="e1") == StageResult()
+    # A decision for an older segment, or already applied, changes nothing.
+    stage.decide("p_other", segment="e0")
+    stale = LinkDecision(PRID, "e1", "p_first", 1)
+    assert apply_decision(stage.tables, stale) == StageResult()
     assert resolved(stage.send(Custom(**common("e2", 2), definition_id="x"))) == [
         ("p_survivor", "e2")
     ]
 
 
-def test_a_rejected_personalize_resolves_held_events_to_the_profile_the_pool_names() -> None:
+def test_depersonalize_moves_to_the_anonymous_profile_the_pool_answers() -> None:
     stage = Stage()
-    stage.send(Install(**common("e1", 1)))
-    stage.send(Personalize(**common("e2", 2), user_identity=UserIdentity("u1")))
-    stage.send(Custom(**common("e3", 3), definition_id="x"))
-    anonymous = anonymous_profile_id(PRID, "e1")
-    released = stage.decide("e2", anonymous, rejected=RejectReason.IDENTITY_CONFLICT)
-    assert resolved(released) == [(anonymous, "e3")]
-
-
-def test_depersonalize_opens_a_fresh_anonymous_segment() -> None:
-    stage = Stage()
-    stage.send(Install(**common("e1", 1)))
-    stage.send(Personalize(**common("e2", 2), user_identity=UserIdentity("u1")))
-    stage.decide("e2")
+    (login,) = claims(stage.send(Personalize(**common("e2", 2), user_identity=UserIdentity("u"))))
+    stage.decide(answers=login.seq, segment="e2")
     result = stage.send(Depersonalize(**common("e3", 3)))
-    fresh = anonymous_profile_id(PRID, "e3")
-    assert resolved(result) == [(fresh, "e3")]
     (claim,) = claims(result)
-    assert claim.segment == "e3" and claim.anonymous_profile == fresh
+    fresh = stage.anonymous("e3")
+    assert claim.anonymous_profile == fresh and resolved(result) == []
+    assert resolved(stage.decide(fresh, answers=claim.seq, segment="e3")) == [(fresh, "e3")]
     assert resolved(stage.send(Custom(**common("e4", 4), definition_id="x"))) == [(fresh, "e4")]
 
 
-def test_a_forgotten_decision_names_the_fresh_profile_and_opens_no_segment() -> None:
-    """A forget from elsewhere: the pool names the install's fresh anonymous profile for its
-    current segment; held and later events go there, the install keeps its own lifecycle."""
+def test_a_forget_publishes_no_identity() -> None:
     stage = Stage()
     stage.send(Install(**common("e1", 1)))
-    stage.send(Personalize(**common("e2", 2), user_identity=UserIdentity("u1")))
-    stage.send(Custom(**common("e3", 3), definition_id="x"))  # held
-    before = stage.install
-    fresh = anonymous_profile_id(PRID, "elsewhere-forget")
-    released = stage.decide("e2", fresh, forgotten=True)
-    assert resolved(released) == [(fresh, "e2"), (fresh, "e3")]
-    assert stage.install == before  # no segment opened, lifecycle as its own events made it
-    result = stage.send(Custom(**common("e4", 4), definition_id="x"))
-    assert resolved(result) == [(fresh, "e4")]
-    assert claims(result) == []  # nothing the pool does not know changed
+    (claim,) = claims(stage.send(Forget(**common("e2", 2), user_identity=UserIdentity("u1"))))
+    [released] = stage.decide(stage.anonymous("e1"), answers=claim.seq).outputs
+    assert released.value is not None and "userIdentity" not in released.value
 
 
-def test_forgetting_the_installs_own_person_opens_a_fresh_segment_at_once() -> None:
+def test_a_decision_for_an_unknown_install_is_ignored() -> None:
     stage = Stage()
-    stage.send(Personalize(**common("e1", 1), user_identity=UserIdentity("u1")))
-    stage.decide("e1")
-    result = stage.send(Forget(**common("e2", 2)))
-    assert resolved(result) == [(anonymous_profile_id(PRID, "e2"), "e2")]
-    assert claims(result)[0].event is not None
-    # The pool's forgotten decision for the old segment changes nothing more.
-    stage.decide("e1", forgotten=True)
-    assert resolved(stage.send(Custom(**common("e3", 3), definition_id="x"))) == [
-        (anonymous_profile_id(PRID, "e2"), "e3")
-    ]
-
-
-def test_a_decision_for_an_unknown_install_or_segment_is_ignored() -> None:
-    stage = Stage()
-    assert stage.decide("nope") == StageResult()
-    stage.send(Install(**common("e1", 1)))
-    assert stage.decide("nope") == StageResult()
-
-
-def test_a_redelivered_decision_resends_what_it_released() -> None:
-    stage = Stage()
-    stage.send(Install(**common("e1", 1)))
-    stage.send(Personalize(**common("e2", 2), user_identity=UserIdentity("u1")))
-    stage.send(Custom(**common("e3", 3), definition_id="x"))
-    decision = LinkDecision(PRID, "e2", PERSON, 7)
-    first = apply_decision(stage.tables, decision, RULES)
-    assert resolved(first) == [(PERSON, "e2"), (PERSON, "e3")]
-    before = stage.snapshot()
-    assert apply_decision(stage.tables, decision, RULES) == first
-    assert stage.snapshot() == before
+    decision = LinkDecision(PRID, "nope", PERSON, 1)
+    assert apply_decision(stage.tables, decision) == StageResult()

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 from tests.unit.domain.pool_harness import ClaimMaker, PoolHarness, identity
 
-from idstream.domain.events import IdentityKind, PushRegistrationId
+from idstream.domain.events import IdentityKind
 from idstream.domain.ids import anonymous_profile_id
 from idstream.domain.messages import Claim, OutputTopic
-from idstream.domain.pool import apply_claim
 
 EMAIL = IdentityKind.EMAIL
 
@@ -19,20 +18,18 @@ class Forgotten:
     h: PoolHarness
     person: str
     forget: Claim  # A forgets its own person
-    segments: dict[str, list[str]]  # install -> the segments it opened before the forget
+    logins: dict[str, Claim]  # install -> its personalize
 
 
 def forgotten() -> Forgotten:
     h = PoolHarness()
-    opened = [h.install("A", 1_000), h.install("B", 1_000)]
+    h.install("A", 1_000)
+    h.install("B", 1_000)
     first = h.personalize("A", 2_000, "u1", ["a@x.com"], ["+385912345678"])
-    opened += [first, h.personalize("B", 2_500, None, ["a@x.com"])]
+    second = h.personalize("B", 2_500, None, ["a@x.com"])
     h.update("A", 3_000, attributes={"firstName": "Ana"}, tags_added=["vip"])
     forget = h.forget("A", 4_000)
-    segments: dict[str, list[str]] = {}
-    for claim in opened:
-        segments.setdefault(claim.push_registration_id, []).append(claim.segment)
-    return Forgotten(h, h.person_id(first), forget, segments)
+    return Forgotten(h, h.person_id(first), forget, {"A": first, "B": second})
 
 
 def forgotten_person() -> tuple[PoolHarness, str]:
@@ -56,27 +53,23 @@ def test_forget_erases_the_person_everywhere() -> None:
 
 def fresh(prid: str, forget: Claim) -> str:
     """The fresh anonymous profile a forget gives an install of the erased person."""
-    assert forget.event is not None
-    return anonymous_profile_id(PushRegistrationId(prid), forget.event.event_id)
+    return anonymous_profile_id(prid, forget.position)
 
 
 def test_forget_moves_every_install_of_the_person_to_a_fresh_anonymous_profile() -> None:
     f = forgotten()
-    h, person, forget = f.h, f.person, f.forget
+    h, forget = f.h, f.forget
     decided = {
-        (d.push_registration_id, d.segment): (d.profile_id, d.forgotten) for d in h.last_decisions
+        d.push_registration_id: (d.segment, d.profile_id, d.forgotten, d.answers)
+        for d in h.last_decisions
     }
     fresh_a, fresh_b = fresh("A", forget), fresh("B", forget)
-    # The current segments (A's person segment, B's) go to the installs' fresh profiles; the
-    # older ones (the anonymous periods merged into the person) keep the erased id.
-    assert {k: v for k, v in decided.items() if v[1]} == {
-        ("A", f.segments["A"][0]): (person, True),
-        ("A", f.segments["A"][1]): (fresh_a, True),
-        ("B", f.segments["B"][0]): (person, True),
-        ("B", f.segments["B"][1]): (fresh_b, True),
+    assert decided == {
+        # The answer to A's forget of its own person: a fresh segment, opened by the forget.
+        "A": (forget.event_id, fresh_a, True, forget.seq),
+        # B's current segment moves to B's own fresh profile.
+        "B": (f.logins["B"].event_id, fresh_b, True, 0),
     }
-    # A's own forget opened a fresh segment: the same fresh profile, not forgotten.
-    assert decided[("A", forget.segment)] == (fresh_a, False)
     assert h.profile_of("A") == fresh_a == forget.anonymous_profile
     assert h.profile_of("B") == fresh_b
     for pid, prid in ((fresh_a, "A"), (fresh_b, "B")):
@@ -94,13 +87,14 @@ def test_forget_by_identity() -> None:
     h.install("ops", 1_000)
     person = h.person_id(h.personalize("A", 2_000, None, ["a@x.com"]))
     h.personalize("A2", 2_100, None, ["a@x.com"])
+    ops = h.profile_of("ops")
     forget = h.forget("ops", 3_000, identity(None, ["A@x.com"]))
     assert h.change_types(person, last=True) == ["forgotten"]
     # Both devices move to fresh anonymous profiles named by the forget; `ops` is untouched.
     assert h.profile_of("A") == fresh("A", forget)
     assert h.profile_of("A2") == fresh("A2", forget)
     assert fresh("A", forget) != fresh("A2", forget)
-    assert h.profile_of("ops") == h.installs["ops"].anonymous
+    assert h.profile_of("ops") == ops
 
 
 def test_forget_of_nobody_goes_to_the_dead_letter() -> None:
@@ -116,38 +110,21 @@ def test_a_later_login_creates_a_new_person() -> None:
     assert h.profile_of("B") == h.person_id(again) != person
 
 
-def test_a_late_claim_stamped_before_the_forget_does_not_resurrect() -> None:
+def test_a_claim_stamped_before_the_forget_but_logged_after_it_does_not_resurrect() -> None:
+    # An offline queue: C's personalize, stamped before the forget, reaches the log after it.
     f = forgotten()
-    h, forget = f.h, f.forget
-    h.install("C", 1_000)
-    # Stamped before the forget, arriving after it.
-    h.personalize("C", 3_500, None, ["a@x.com"])
+    h = f.h
+    first = h.install("C", 1_000)
+    login = h.personalize("C", 3_500, None, ["a@x.com"])
     assert h.persons() == []
     assert h.owner(EMAIL, "a@x.com") is None
-    # It was linked to the person, then forgotten with it: a fresh profile, as for A and B.
-    assert h.profile_of("C") == fresh("C", forget)
-    assert h.profile_of("B") == fresh("B", forget)
-
-
-def test_a_late_claim_gives_the_same_state_as_in_order() -> None:
-    maker = ClaimMaker()
-    claims = [
-        maker.install("A", 1_000),
-        maker.install("B", 1_000),
-        maker.install("C", 1_000),
-        maker.personalize("A", 2_000, "u1", ["a@x.com"]),
-        maker.personalize("B", 2_500, None, ["a@x.com"]),
-        maker.personalize("C", 3_500, None, ["a@x.com"]),
-        maker.forget("A", 4_000),
-        maker.update("B", 4_500, attributes={"city": "Split"}),
-    ]
-    in_order = PoolHarness()
-    for claim in claims:
-        in_order.apply(claim)
-    late = PoolHarness()
-    for claim in [*claims[:5], *claims[6:], claims[5]]:  # C's personalize arrives last
-        late.apply(claim)
-    assert late.logical_state() == in_order.logical_state()
+    assert h.profile_of("C") == first.anonymous_profile
+    [answer] = h.last_decisions
+    assert (answer.answers, answer.skipped, answer.rejected) == (login.seq, True, None)
+    assert h.last_outputs == ()
+    # Stamped after the forget, the same login makes a new person.
+    again = h.personalize("C", 4_500, None, ["a@x.com"])
+    assert h.persons() == [h.person_id(again)]
 
 
 def test_a_rebuild_with_the_forget_register_skips_earlier_claims() -> None:
@@ -167,9 +144,8 @@ def test_a_rebuild_with_the_forget_register_skips_earlier_claims() -> None:
     for key, entry in register:
         rebuild.tables.forgotten.put(key, entry)
     for claim in claims:
-        result = apply_claim(rebuild.tables, claim, rebuild.rules)
-        rebuild.outputs.extend(result.outputs)
-        assert not [o for o in result.outputs if o.topic is OutputTopic.DEAD_LETTER]
+        rebuild.apply(claim)
+        assert not [o for o in rebuild.last_outputs if o.topic is OutputTopic.DEAD_LETTER]
     assert rebuild.persons() == []
     assert not any(o.value and o.value.get("kind") == "person" for o in rebuild.outputs)
     assert rebuild.logical_state()["pool_identities"] == []

@@ -26,20 +26,21 @@ def strict() -> RuleConfig:
 def test_first_claim_creates_the_anonymous_profile() -> None:
     h = PoolHarness()
     claim = h.install("A", 1_000)
-    anonymous = anonymous_profile_id(claim.push_registration_id, claim.segment)
+    anonymous = anonymous_profile_id(claim.push_registration_id, claim.position)
     assert claim.anonymous_profile == anonymous
     assert h.change_types(anonymous) == ["created", "install_linked"]
     snapshot = h.snapshot(anonymous)
     assert snapshot is not None and snapshot["kind"] == "anonymous"
     assert [i["pushRegistrationId"] for i in snapshot["installs"]] == ["A"]
-    assert [(d.segment, d.profile_id) for d in h.last_decisions] == [(claim.segment, anonymous)]
+    # The install stage named that profile itself: no decision to send.
+    assert h.last_decisions == ()
 
 
 def test_new_person_absorbs_the_anonymous_history() -> None:
     h = PoolHarness()
     first = h.install("A", 1_000)
     login = h.personalize("A", 2_000, " u1 ", ["John@Example.com"], ["+385 91 234 5678"])
-    person = person_profile_id(POOL, login.order[1])
+    person = person_profile_id(POOL, login.position)
     anonymous = first.anonymous_profile
     assert h.profile_of("A") == person
     assert h.change_types(anonymous, last=True) == ["merged"]
@@ -62,11 +63,10 @@ def test_new_person_absorbs_the_anonymous_history() -> None:
     assert snapshot["mergedFrom"] == [anonymous]
     assert snapshot["version"] == 6
     assert snapshot["installs"][0]["lifecycle"] == "personalized"
-    # Both the anonymous segment and the new person segment now belong to the person.
-    assert {(d.segment, d.profile_id) for d in h.last_decisions} == {
-        (first.segment, person),
-        (login.segment, person),
-    }
+    # The answer: the install's segment is the one the personalize opened, the person's.
+    assert [(d.segment, d.profile_id, d.answers) for d in h.last_decisions] == [
+        (login.event_id, person, login.seq)
+    ]
 
 
 def test_change_events_carry_version_and_causing_event() -> None:
@@ -76,7 +76,7 @@ def test_change_events_carry_version_and_causing_event() -> None:
     person = h.person_id(login)
     changes = h.changes(person)
     assert [c["version"] for c in changes] == list(range(1, len(changes) + 1))
-    assert all(c["eventId"] == login.order[1] and c["eventTime"] == 2_000 for c in changes)
+    assert all(c["eventId"] == login.event_id and c["eventTime"] == 2_000 for c in changes)
 
 
 def test_links_to_the_one_person_owning_an_identity() -> None:
@@ -100,8 +100,7 @@ def test_links_to_the_one_person_owning_an_identity() -> None:
 
 def test_several_owners_merge_into_the_oldest() -> None:
     h = PoolHarness()
-    for prid in "ABC":
-        h.install(prid, 1_000)
+    first = {prid: h.install(prid, 1_000) for prid in "ABC"}
     older = h.person_id(h.personalize("A", 2_000, None, ["a@x.com"]))
     newer = h.person_id(h.personalize("B", 3_000, None, [], ["+385912345678"]))
     h.personalize("C", 4_000, None, ["a@x.com"], ["+385912345678"])
@@ -110,11 +109,12 @@ def test_several_owners_merge_into_the_oldest() -> None:
     assert h.change_types(newer, last=True) == ["merged"]
     assert h.changes(newer, last=True)[0]["survivor"] == older
     assert h.snapshot(newer) is None
-    merged = [c for c in h.changes(older, last=True) if c["type"] == "merged"]
-    assert {c["loser"] for c in merged} == {newer, h.installs["C"].anonymous}
+    merged = [c for c in h.changes(older, last=True) if c["kind"] == "merged"]
+    assert {c["loser"] for c in merged} == {newer, first["C"].anonymous_profile}
     assert h.owner(PHONE, "+385912345678") == older
-    # B's segments follow its person to the survivor.
-    assert ("B", older) in {(d.push_registration_id, d.profile_id) for d in h.last_decisions}
+    # B follows its person to the survivor: a decision no claim of B's asked for.
+    moved = [d for d in h.last_decisions if d.push_registration_id == "B"]
+    assert [(d.profile_id, d.answers) for d in moved] == [(older, 0)]
     snapshot = h.snapshot(older)
     assert snapshot is not None and newer in snapshot["mergedFrom"]
 
@@ -129,13 +129,13 @@ def test_two_external_user_ids_never_merge_priority_mode() -> None:
     # Highest-priority identity: the first email, owned by p2.
     assert h.profile_of("C") == p2
     assert sorted(h.persons()) == sorted([p1, p2])
-    rejected = [c for c in h.changes(p2, last=True) if c["type"] == "identity_rejected"]
+    rejected = [c for c in h.changes(p2, last=True) if c["kind"] == "identity_rejected"]
     assert rejected == [
         {
             **rejected[0],
             "reason": "identity_conflict",
-            "kind": "email",
-            "value": "a***@x***.com",
+            "identityKind": "email",
+            "maskedValue": "a***@x***.com",
         }
     ]
     assert h.owner(EMAIL, "a@x.com") == p1
@@ -166,11 +166,13 @@ def test_strict_mode_rejects_the_whole_personalize() -> None:
     assert h.dead_letters() == ["identity_conflict"]
     assert h.profile_of("C") == anonymous
     [decision] = h.last_decisions
-    assert (decision.segment, decision.profile_id, decision.rejected) == (
-        login.segment,
+    # Rejected: the install keeps its segment and profile.
+    assert (decision.answers, decision.profile_id, decision.rejected) == (
+        login.seq,
         anonymous,
         RejectReason.IDENTITY_CONFLICT,
     )
+    assert decision.segment != login.event_id
     assert not [o for o in h.last_outputs if o.topic is OutputTopic.PROFILE_CHANGES]
 
 
@@ -197,7 +199,7 @@ def test_already_personalized_is_rejected() -> None:
     assert h.profile_of("A") == p1
     assert h.persons() == [p1]
     [decision] = h.last_decisions
-    assert decision.segment == login.segment
+    assert decision.answers == login.seq
     assert decision.profile_id == p1
     assert decision.rejected is RejectReason.ALREADY_PERSONALIZED
 
@@ -236,8 +238,8 @@ def test_continuity_separate_keeps_the_anonymous_profile_apart() -> None:
     snapshot = h.snapshot(anonymous)
     assert snapshot is not None and snapshot["installs"] == []
     assert "merged" not in h.change_types(person, last=True)
-    decisions = {d.segment: d.profile_id for d in h.decisions}
-    assert decisions[first.segment] == anonymous  # pre-login history stays anonymous
+    # Pre-login history stays anonymous: no decision moved the first segment.
+    assert all(d.segment != first.event_id or d.profile_id == anonymous for d in h.decisions)
 
 
 def test_depersonalize_starts_a_new_anonymous_profile() -> None:
@@ -254,7 +256,7 @@ def test_depersonalize_starts_a_new_anonymous_profile() -> None:
     assert snapshot is not None
     assert [i["pushRegistrationId"] for i in snapshot["installs"]] == ["B"]
     [decision] = h.last_decisions
-    assert (decision.segment, decision.profile_id) == (logout.segment, logout.anonymous_profile)
+    assert (decision.segment, decision.profile_id) == (logout.event_id, logout.anonymous_profile)
     installs = h.snapshot(logout.anonymous_profile)
     assert installs is not None and installs["installs"][0]["lifecycle"] == "depersonalized"
 
@@ -315,7 +317,6 @@ def test_pools_share_identities_across_apps_but_never_with_each_other() -> None:
     assert h.profile_of("V1") == vendor
     assert h.owner(EMAIL, "j@x.com", "retail") == retail
     assert h.owner(EMAIL, "j@x.com", "b2b") == vendor
-    assert person_profile_id(PoolId("b2b"), h.installs["V1"].segment) == vendor
 
 
 def test_junk_identities_are_dropped_and_the_rest_applies() -> None:
@@ -327,7 +328,9 @@ def test_junk_identities_are_dropped_and_the_rest_applies() -> None:
     assert snapshot is not None
     assert snapshot["identities"] == {"externalUserId": None, "emails": ["ok@x.com"], "phones": []}
     rejected = [
-        (c["reason"], c["kind"]) for c in h.changes(person) if c["type"] == "identity_rejected"
+        (c["reason"], c["identityKind"])
+        for c in h.changes(person)
+        if c["kind"] == "identity_rejected"
     ]
     assert rejected == [
         ("blocked_identity", "externalUserId"),
@@ -356,7 +359,7 @@ def test_identity_limits() -> None:
     snapshot = h.snapshot(person)
     assert snapshot is not None and snapshot["identities"]["emails"] == ["a@x.com", "b@x.com"]
     assert h.owner(EMAIL, "c@x.com") is None
-    assert [c["reason"] for c in h.changes(person) if c["type"] == "identity_rejected"] == [
+    assert [c["reason"] for c in h.changes(person) if c["kind"] == "identity_rejected"] == [
         "limit_exceeded"
     ]
 
@@ -385,7 +388,7 @@ def test_merge_cap_leaves_persons_apart_but_still_links() -> None:
     h.personalize("E", 6_000, None, ["a@x.com", "d@x.com"])
     assert sorted(h.persons()) == sorted([p1, p3])
     assert h.profile_of("E") == p1  # a person at its cap still receives installs and events
-    assert [c["reason"] for c in h.changes(p1, last=True) if c["type"] == "identity_rejected"] == [
+    assert [c["reason"] for c in h.changes(p1, last=True) if c["kind"] == "identity_rejected"] == [
         "limit_exceeded"
     ]
     assert h.owner(EMAIL, "d@x.com") == p3

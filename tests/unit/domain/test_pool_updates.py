@@ -60,7 +60,7 @@ def test_tags_add_and_remove_last_writer_wins_per_tag() -> None:
     h.update("A", 5_500, tags_added=["beta"])  # older than the removal
     snapshot = h.snapshot(person)
     assert snapshot is not None and snapshot["tags"] == ["vip"]
-    changes = [c for c in h.changes(person) if c["type"] == "tags_changed"]
+    changes = [c for c in h.changes(person) if c["kind"] == "tags_changed"]
     assert [(c["added"], c["removed"]) for c in changes] == [(["beta", "vip"], []), ([], ["beta"])]
 
 
@@ -87,8 +87,10 @@ def test_adding_someone_elses_identity_is_rejected_never_merged() -> None:
     assert sorted(h.persons()) == sorted([person, other])
     assert h.owner(EMAIL, "c@x.com") == other
     assert h.owner(EMAIL, "new@x.com") == person
-    rejected = [c for c in h.changes(person, last=True) if c["type"] == "identity_rejected"]
-    assert [(c["reason"], c["value"]) for c in rejected] == [("identity_conflict", "c***@x***.com")]
+    rejected = [c for c in h.changes(person, last=True) if c["kind"] == "identity_rejected"]
+    assert [(c["reason"], c["maskedValue"]) for c in rejected] == [
+        ("identity_conflict", "c***@x***.com")
+    ]
 
 
 def test_second_external_user_id_exceeds_the_limit() -> None:
@@ -176,12 +178,12 @@ def test_install_facts_update_the_profile() -> None:
     h, person = two_devices()
     h.facts("B", 3_000, push=False, primary=True, osVersion="17.1")
     [updated] = h.changes(person, last=True)
-    assert updated["type"] == "install_updated"
+    assert updated["kind"] == "install_updated"
     assert updated["pushRegistrationId"] == "B"
-    assert updated["changes"] == {
+    assert {k: updated[k] for k in ("primaryDevice", "pushEnabled", "systemData")} == {
         "primaryDevice": {"old": False, "new": True},
         "pushEnabled": {"old": True, "new": False},
-        "systemData": {"old": {}, "new": {"osVersion": "17.1"}},
+        "systemData": {"osVersion": {"old": None, "new": "17.1"}},
     }
     snapshot = h.snapshot(person)
     assert snapshot is not None
@@ -198,9 +200,20 @@ def test_uninstall_leaves_push_targeting_but_stays_with_the_person() -> None:
     h, person = two_devices()
     h.uninstall("B", 3_000)
     [updated] = h.changes(person, last=True)
-    assert updated["changes"] == {"lifecycle": {"old": "personalized", "new": "uninstalled"}}
+    assert updated["lifecycle"] == {"old": "personalized", "new": "uninstalled"}
     snapshot = h.snapshot(person)
     assert snapshot is not None
     assert [i["pushRegistrationId"] for i in snapshot["installs"]] == ["A", "B"]
     assert [p["pushRegistrationId"] for p in snapshot["channels"]["push"]] == ["A"]
-    assert h.last_decisions == ()
+    # The answer to the uninstall: B stays with the person.
+    assert [(d.push_registration_id, d.profile_id) for d in h.last_decisions] == [("B", person)]
+
+
+def test_install_custom_attributes_reach_the_profile() -> None:
+    h, person = two_devices()
+    h.facts("B", 3_000, custom={"theme": "dark"})
+    [updated] = h.changes(person, last=True)
+    assert updated["customAttributes"] == {"theme": {"old": None, "new": "dark"}}
+    snapshot = h.snapshot(person)
+    assert snapshot is not None
+    assert [i.get("customAttributes") for i in snapshot["installs"]] == [{}, {"theme": "dark"}]

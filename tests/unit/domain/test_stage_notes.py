@@ -25,11 +25,12 @@ def test_a_dropped_launch_and_a_duplicate_are_noted_but_send_nothing() -> None:
 
     def send(event: AppLaunch, offset: int) -> StageResult:
         meta = RecordMeta("idstream.events", 0, offset, event.timestamp)
-        return apply_event(tables, event, b"raw", meta, rules)
+        return apply_event(tables, event, b"raw", meta, event.timestamp, rules)
 
     assert send(launch("l1", 0), 1).notes == ()
     dropped = send(launch("l2", 10_000), 2)
     assert dropped.notes == (NOTE_LAUNCH_DROPPED,)
+    assert dropped.skipped == ((NOTE_LAUNCH_DROPPED, 0, 2),)
     assert dropped == StageResult()  # notes are not part of what a stage sends
     duplicate = send(launch("l1", 0), 3)
     assert duplicate.notes == (NOTE_DUPLICATE,)
