@@ -80,7 +80,15 @@ REJECT_REASONS = (
     "already_personalized",
     "not_personalized",
     "unknown_person",
+    "processing_error",
 )
+# Minor versions: additive changes since the major version in `$id` (README, "Compatibility
+# policy"). A consumer of v1 reads every v1.x record.
+MINOR = {
+    "output/resolved-event": 1,  # 1.1: `source`; `resolvedAt` is the input log's time
+    "output/profile-change": 1,  # 1.1: install_updated `pushEnabled`
+    "output/dead-letter": 1,  # 1.1: reason processing_error
+}
 
 
 def string(description: str, *, min_length: int = 0) -> Schema:
@@ -401,7 +409,23 @@ def event_body(event_type: str, *, output: bool = False) -> Schema:
                 "installId": string("Install id (= pushRegistrationId).", min_length=1),
                 "profileId": string("Profile the event was resolved to.", min_length=1),
                 "pool": string("Identity pool of the event's appCode.", min_length=1),
-                "resolvedAt": epoch_ms("Event time at which it was resolved (ms)."),
+                "resolvedAt": epoch_ms(
+                    "When the input log resolved it: the effective time of its input record "
+                    "(the running maximum of its partition's broker timestamps, ms). The same "
+                    "in every replay."
+                ),
+                "source": {
+                    "type": "object",
+                    "description": "The input record it came from (since 1.1): one resolved "
+                    "event per input record, so a consumer can drop the copies an "
+                    "at-least-once redelivery sends.",
+                    "required": ["topic", "partition", "offset"],
+                    "properties": {
+                        "topic": {"type": "string", "description": "Input topic."},
+                        "partition": {"type": "integer", "minimum": 0, "description": "Partition."},
+                        "offset": {"type": "integer", "minimum": 0, "description": "Offset."},
+                    },
+                },
             }
         )
         body["required"] = body["required"] + ["installId", "profileId", "pool", "resolvedAt"]
@@ -419,6 +443,7 @@ def document(path: str, title: str, description: str, body: Schema, examples: li
         "title": title,
         "description": description,
         "x-idstream-version": VERSION,
+        "x-idstream-minor": MINOR.get(path, 0),
     }
     return {**head, **body, "examples": examples}
 
@@ -576,6 +601,7 @@ def profile_change_schema() -> Schema:
                 "systemData": changes_map("System data fields changed."),
                 "customAttributes": changes_map("Install custom attributes changed."),
                 "primaryDevice": {**old_new(), "description": "primaryDevice before and after."},
+                "pushEnabled": {**old_new(), "description": "Push reachability before and after."},
                 "lifecycle": {
                     "type": "object",
                     "description": "Install lifecycle before and after.",

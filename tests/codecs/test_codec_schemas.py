@@ -61,6 +61,7 @@ def test_schema_is_draft_2020_12_with_id_version_and_examples(rel: str) -> None:
     name = rel.removesuffix(".schema.json")
     assert schema["$id"] == f"https://idstream.dev/schemas/{name}/v1"
     assert schema["x-idstream-version"] == 1
+    assert isinstance(schema["x-idstream-minor"], int)
     assert schema["description"]
     assert schema["examples"]
 

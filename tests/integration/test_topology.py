@@ -17,6 +17,7 @@ import pytest
 
 from idstream.domain.messages import OutputTopic
 from idstream.simulate import Traffic, TrafficConfig
+from tests.contract.test_emitted_outputs import invalid
 from tests.support import faults
 from tests.support.kafka import INPUT_CONFIG, committed_offsets, create_topics, end_offsets
 from tests.support.names import UniqueNames
@@ -384,6 +385,26 @@ async def test_outputs_read_back_match_the_in_process_driver(
     assert sorted((v["originalBase64"], v["reason"]) for _, v in dead) == sorted(
         (o.value["originalBase64"], o.value["reason"]) for o in sink[OutputTopic.DEAD_LETTER]
     )
+
+    # What the worker published validates against schemas/output, and each input record
+    # has one outcome: the same records resolved or dead-lettered as in process, once each.
+    read_back = {
+        OutputTopic.RESOLVED_EVENTS: resolved,
+        OutputTopic.PROFILE_CHANGES: changes,
+        OutputTopic.PROFILES: decoded(await topology.read(topology.topics["profiles"])),
+        OutputTopic.DEAD_LETTER: dead,
+    }
+    for topic, records in read_back.items():
+        for _, value in records:
+            assert not invalid(topic, value), (topic, value, invalid(topic, value)[:3])
+    positions = [(v["source"]["partition"], v["source"]["offset"]) for _, v in [*resolved, *dead]]
+    assert len(positions) == len(set(positions)), "an input record with two outcomes"
+    want = [
+        (o.value["source"]["partition"], o.value["source"]["offset"])
+        for o in [*sink[OutputTopic.RESOLVED_EVENTS], *sink[OutputTopic.DEAD_LETTER]]
+        if o.value is not None
+    ]
+    assert sorted(positions) == sorted(want)
 
 
 async def test_a_worker_refuses_an_input_topic_with_another_partition_count(

@@ -163,7 +163,7 @@ def apply_event(
     rec = t.installs.get(install_key(prid))
     first = rec is None
     if rec is None:
-        rec = _new_install(event, rules, position)
+        rec = _new_install(event, rules)
 
     if rec.uninstalled_at is not None and event.timestamp > rec.uninstalled_at:
         detail = f"install uninstalled at {rec.uninstalled_at}; event stamped {event.timestamp}"
@@ -251,16 +251,14 @@ def skip(reason: str, meta: RecordMeta) -> StageResult:
     return StageResult(notes=(reason,), skipped=((reason, meta.partition, meta.offset),))
 
 
-def _new_install(
-    event: AnyEvent, rules: RuleConfig, position: tuple[int, int, int]
-) -> InstallRecord:
+def _new_install(event: AnyEvent, rules: RuleConfig) -> InstallRecord:
     prid = event.push_registration_id
     return InstallRecord(
         push_registration_id=prid,
         app_code=event.app_code,
         pool=rules.pool_of(event.app_code),
         segment=event.event_id,
-        profile=anonymous_profile_id(prid, position),
+        profile=anonymous_profile_id(prid, 1),
     )
 
 
@@ -381,7 +379,7 @@ def _claim(
         position=position,
         push_registration_id=rec.push_registration_id,
         seq=seq,
-        anonymous_profile=anonymous_profile_id(rec.push_registration_id, position),
+        anonymous_profile=anonymous_profile_id(rec.push_registration_id, seq),
         facts=facts,
         kind=event.type.value,
         event_id=event.event_id,

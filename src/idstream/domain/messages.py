@@ -85,7 +85,7 @@ class Claim:
     push_registration_id: str
     seq: int  # the install's claim counter: 1, 2, 3...
     # The anonymous profile a segment opened by this event has (the install's first event,
-    # a depersonalize, a forget of its own person): anonymous_profile_id(prid, position).
+    # a depersonalize, a forget of its own person): anonymous_profile_id(prid, seq).
     anonymous_profile: str
     facts: InstallFacts
     kind: str

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from idstream.domain.config import ConflictMode, Continuity, PersonLimits, RuleConfig
 from idstream.domain.events import IDENTITY_PRIORITY, EventType, IdentityKind
 from idstream.domain.identities import identity_hash, install_hash, normalize_identity
-from idstream.domain.ids import anonymous_profile_id, person_profile_id
+from idstream.domain.ids import forgotten_profile_id, person_profile_id
 from idstream.domain.messages import Claim, LogPosition
 from idstream.domain.pool_profiles import (
     LIFECYCLE_ANONYMOUS,
@@ -154,7 +154,7 @@ def _personalize(state: PoolState, claim: Claim, config: RuleConfig, verdict: Ve
         state.put_install(prid, replace(install, profile_id=""))
     target = plan.target
     if target is None:
-        target = person_profile_id(state.pool, claim.position)
+        target = person_profile_id(state.pool, prid, claim.seq)
         create_profile(state, target, PERSON, claim)
     for loser in plan.losers:
         merge_profiles(state, loser, target)
@@ -318,9 +318,9 @@ def _forget(state: PoolState, claim: Claim, config: RuleConfig, verdict: Verdict
 def _erase(state: PoolState, pid: str, claim: Claim) -> None:
     """Delete a person from every table; keep only hashes in the forget register (SPEC §4.10).
 
-    Every install linked to the person moves to a fresh anonymous profile,
-    anonymous_profile_id(prid, the forget's position): the install stage resolves its later
-    events there. The forgetting install's own segment is the one its forget opened.
+    Every install linked to the person moves to a fresh anonymous profile: the one the forget
+    opened for the forgetting install itself, `forgotten_profile_id` for the others. The
+    install stage resolves its later events there.
     """
     record = state.profile(pid)
     assert record is not None
@@ -333,12 +333,16 @@ def _erase(state: PoolState, pid: str, claim: Claim) -> None:
         install = state.install(prid)
         if install is None or install.profile_id != pid:
             continue
-        fresh = anonymous_profile_id(prid, claim.position)
+        own = prid == claim.push_registration_id
+        fresh = (
+            claim.anonymous_profile
+            if own
+            else forgotten_profile_id(prid, claim.push_registration_id, claim.seq)
+        )
         create_profile(state, fresh, ANONYMOUS, claim)
         lifecycle = install.lifecycle
         if lifecycle != LIFECYCLE_UNINSTALLED:
             lifecycle = LIFECYCLE_ANONYMOUS
-        own = prid == claim.push_registration_id and claim.identity is None
         segment = claim.event_id if own else install.segment
         state.put_install(prid, replace(install, profile_id="", was_personalized=False))
         link_install(state, prid, fresh, segment, lifecycle)

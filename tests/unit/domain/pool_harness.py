@@ -97,7 +97,7 @@ class ClaimMaker:
             position=position,
             push_registration_id=ins.prid,
             seq=ins.seq,
-            anonymous_profile=anonymous_profile_id(ins.prid, position),
+            anonymous_profile=anonymous_profile_id(ins.prid, ins.seq),
             facts=self._facts(ins),
             kind=kind,
             event_id=eid,
@@ -276,7 +276,7 @@ class PoolHarness(ClaimMaker):
 
     def person_id(self, claim: Claim) -> str:
         """The person a personalize claim creates."""
-        return person_profile_id(claim.pool, claim.position)
+        return person_profile_id(claim.pool, claim.push_registration_id, claim.seq)
 
     def anonymous_id(self, claim: Claim) -> str:
         """The anonymous profile a claim's event opens (first event, depersonalize, forget)."""

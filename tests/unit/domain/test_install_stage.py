@@ -76,6 +76,7 @@ class Stage:
         self.offset = -1
         self.pool_seq = 0
         self.positions: dict[str, tuple[int, int, int]] = {}  # eventId -> log position
+        self.seqs: dict[str, int] = {}  # eventId -> the seq of the claim it sent
 
     def send(self, event: AnyEvent, record_time: int | None = None) -> StageResult:
         self.offset += 1
@@ -87,11 +88,13 @@ class Stage:
         raw = b"raw:" + event.event_id.encode()
         result = apply_event(self.tables, event, raw, meta, time, self.rules)
         record_position(self.tables, meta, time)
+        for claim in claims(result):
+            self.seqs[event.event_id] = claim.seq
         return result
 
     def anonymous(self, event_id: str) -> str:
-        """The anonymous profile the event with this id opened."""
-        return anonymous_profile_id(PRID, self.positions[event_id])
+        """The anonymous profile the event with this id opened (its claim's)."""
+        return anonymous_profile_id(PRID, self.seqs[event_id])
 
     def decide(
         self, profile: str = PERSON, *, answers: int = 0, segment: str | None = None, **kw: Any

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from tests.unit.domain.pool_harness import ClaimMaker, PoolHarness, identity
 
 from idstream.domain.events import IdentityKind
-from idstream.domain.ids import anonymous_profile_id
+from idstream.domain.ids import forgotten_profile_id
 from idstream.domain.messages import Claim, OutputTopic
 
 EMAIL = IdentityKind.EMAIL
@@ -53,7 +53,9 @@ def test_forget_erases_the_person_everywhere() -> None:
 
 def fresh(prid: str, forget: Claim) -> str:
     """The fresh anonymous profile a forget gives an install of the erased person."""
-    return anonymous_profile_id(prid, forget.position)
+    if prid == forget.push_registration_id:
+        return forget.anonymous_profile
+    return forgotten_profile_id(prid, forget.push_registration_id, forget.seq)
 
 
 def test_forget_moves_every_install_of_the_person_to_a_fresh_anonymous_profile() -> None:

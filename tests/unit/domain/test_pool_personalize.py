@@ -26,7 +26,7 @@ def strict() -> RuleConfig:
 def test_first_claim_creates_the_anonymous_profile() -> None:
     h = PoolHarness()
     claim = h.install("A", 1_000)
-    anonymous = anonymous_profile_id(claim.push_registration_id, claim.position)
+    anonymous = anonymous_profile_id(claim.push_registration_id, 1)
     assert claim.anonymous_profile == anonymous
     assert h.change_types(anonymous) == ["created", "install_linked"]
     snapshot = h.snapshot(anonymous)
@@ -40,7 +40,7 @@ def test_new_person_absorbs_the_anonymous_history() -> None:
     h = PoolHarness()
     first = h.install("A", 1_000)
     login = h.personalize("A", 2_000, " u1 ", ["John@Example.com"], ["+385 91 234 5678"])
-    person = person_profile_id(POOL, login.position)
+    person = person_profile_id(POOL, "A", login.seq)
     anonymous = first.anonymous_profile
     assert h.profile_of("A") == person
     assert h.change_types(anonymous, last=True) == ["merged"]

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from idstream.codecs import Rejection
 from idstream.domain.messages import (
     NOTE_LAUNCH_DROPPED,
     Output,
@@ -59,18 +58,19 @@ def change(**fields: Any) -> Output:
 
 def test_metrics_count_what_the_stages_returned() -> None:
     m = Metrics.for_settings(Settings())
-    m.observe_input(Rejection(RejectReason.MALFORMED_JSON, "x"))
     rejected = dead_letter(b"{", None, RejectReason.MALFORMED_JSON, "x")
+    m.observe_input(StageResult(outputs=(rejected,)))
     m.observe_result(StageResult(outputs=(rejected,)))
     m.observe_result(StageResult(notes=(NOTE_LAUNCH_DROPPED,)))
-    merged = {"type": "merged", "loser": "p_b", "survivor": "p_a"}
+    m.set_pending("default", 3)
+    merged = {"kind": "merged", "loser": "p_b", "survivor": "p_a"}
     m.observe_result(
         StageResult(
             outputs=(
                 change(profileId="p_b", **merged),
                 change(profileId="p_a", **merged),  # the same merge, on the survivor
-                change(profileId="p_a", type="identity_rejected", reason="blocked_identity"),
-                change(profileId="p_c", type="forgotten"),
+                change(profileId="p_a", kind="identity_rejected", reason="blocked_identity"),
+                change(profileId="p_c", kind="forgotten"),
                 Output(OutputTopic.PROFILES, "p_b", None),
             )
         )
@@ -79,9 +79,10 @@ def test_metrics_count_what_the_stages_returned() -> None:
     text = m.render()
     for line in text.splitlines():
         assert line.startswith("#") or SAMPLE.match(line), line
-    assert 'idstream_events_in_total{type="invalid"} 1' in text
+    assert "idstream_events_in_total 1" in text
     assert 'idstream_dead_letters_total{reason="malformed_json"} 1' in text
-    assert "idstream_launches_dropped_total 1" in text
+    assert 'idstream_skipped_total{reason="launch_dropped"} 1' in text
+    assert 'idstream_pending_claims{pool="default"} 3' in text
     assert "idstream_merges_total 1" in text
     assert 'idstream_identity_rejections_total{reason="blocked_identity"} 1' in text
     assert "idstream_forgotten_total 1" in text

@@ -74,7 +74,7 @@ def dead_letters(driver: LocalDriver) -> list[str]:
 
 def changes(driver: LocalDriver, profile_id: str) -> list[str]:
     return [
-        o.value["type"]
+        o.value["kind"]
         for o in outputs(driver, OutputTopic.PROFILE_CHANGES)
         if o.key == profile_id and o.value is not None
     ]

@@ -15,7 +15,6 @@ from tests.unit.scenarios.sdk import (
     run,
 )
 
-from idstream.domain.events import PushRegistrationId
 from idstream.domain.ids import anonymous_profile_id
 
 SEEDS = [None, 1, 2, 3, 4, 5]
@@ -23,8 +22,9 @@ PHONE = "phone-1"
 TABLET = "tablet-1"
 
 
-def anon(prid: str, eid: str) -> str:
-    return anonymous_profile_id(PushRegistrationId(prid), eid)
+def anon(prid: str, claim: int) -> str:
+    """The anonymous profile the install's `claim`-th claim opened (1: its first event)."""
+    return anonymous_profile_id(prid, claim)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -42,8 +42,8 @@ def test_events_after_a_personalize_belong_to_the_person(seed: int | None) -> No
     )
     alice = person(driver, "alice")
     assert attribution(driver) == {
-        "e1": anon(PHONE, "e1"),
-        "e2": anon(PHONE, "e1"),
+        "e1": anon(PHONE, 1),
+        "e2": anon(PHONE, 1),
         "e3": alice["profileId"],
         "e4": alice["profileId"],
         "e5": alice["profileId"],
@@ -52,8 +52,8 @@ def test_events_after_a_personalize_belong_to_the_person(seed: int | None) -> No
     assert [i["pushRegistrationId"] for i in alice["installs"]] == [PHONE]
     assert alice["installs"][0]["lifecycle"] == "personalized"
     # Continuity `link`: the anonymous profile was merged into the person.
-    assert anon(PHONE, "e1") not in profiles(driver)
-    assert "merged" in changes(driver, anon(PHONE, "e1")) + changes(driver, alice["profileId"])
+    assert anon(PHONE, 1) not in profiles(driver)
+    assert "merged" in changes(driver, anon(PHONE, 1)) + changes(driver, alice["profileId"])
     assert dead_letters(driver) == []
 
 
@@ -74,7 +74,7 @@ def test_shared_device_logout_and_login_as_someone_else(seed: int | None) -> Non
     alice, bob = person(driver, "alice"), person(driver, "bob")
     got = attribution(driver)
     assert [got[e] for e in ("e2", "e3")] == [alice["profileId"]] * 2
-    assert got["e4"] == got["e5"] == anon(PHONE, "e4")
+    assert got["e4"] == got["e5"] == anon(PHONE, 3)
     assert [got[e] for e in ("e6", "e7")] == [bob["profileId"]] * 2
     assert alice["profileId"] != bob["profileId"]
     assert [i["pushRegistrationId"] for i in bob["installs"]] == [PHONE]
@@ -155,7 +155,7 @@ def test_change_events_of_a_first_login() -> None:
         ]
     )
     alice = person(driver, "alice")["profileId"]
-    anonymous = anon(PHONE, "e1")
+    anonymous = anon(PHONE, 1)
     assert changes(driver, anonymous) == ["created", "install_linked", "merged"]
     assert changes(driver, alice) == [
         "created",
