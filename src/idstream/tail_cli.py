@@ -30,18 +30,23 @@ def _short(values: Mapping[str, Any] | None) -> str:
     return ",".join(sorted(values or {})) or "-"
 
 
+_COMMON_CHANGE_FIELDS = frozenset(
+    {"profileId", "version", "kind", "eventId", "eventTime", "pushRegistrationId", "appCode"}
+)
+
+
 def change_line(v: Mapping[str, Any]) -> str:
     """One profile change, values of identities masked (identity_rejected comes masked)."""
-    kind = v.get("type")
+    kind = v.get("kind")
     head = f"{v.get('profileId')} v{v.get('version')} {kind}"
     if kind in _IDENTITY_CHANGES:
-        detail = f"{v.get('kind')}={_masked(v.get('kind'), v.get('value'))}"
+        detail = f"{v.get('identityKind')}={_masked(v.get('identityKind'), v.get('value'))}"
     elif kind == "identity_rejected":
-        detail = f"{v.get('kind')}={v.get('value')} reason={v.get('reason')}"
+        detail = f"{v.get('identityKind')}={v.get('maskedValue')} reason={v.get('reason')}"
     elif kind == "merged":
         detail = f"{v.get('loser')} -> {v.get('survivor')}"
     elif kind == "created":
-        detail = str(v.get("kind"))
+        detail = str(v.get("profileKind"))
     elif kind == "attributes_changed":
         attrs, custom = v.get("attributes"), v.get("customAttributes")
         detail = f"attributes={_short(attrs)} custom={_short(custom)}"
@@ -50,7 +55,8 @@ def change_line(v: Mapping[str, Any]) -> str:
     elif kind in ("install_linked", "install_unlinked"):
         detail = str(v.get("pushRegistrationId"))
     elif kind == "install_updated":
-        detail = f"{v.get('pushRegistrationId')} {_short(v.get('changes'))}"
+        fields = {k: 1 for k in v if k not in _COMMON_CHANGE_FIELDS}
+        detail = f"{v.get('pushRegistrationId')} {_short(fields)}"
     else:
         detail = ""
     return f"{head} {detail} event={v.get('eventId')}".replace("  ", " ")

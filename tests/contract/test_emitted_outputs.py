@@ -13,12 +13,12 @@ from typing import Any
 
 import orjson
 import pytest
+from tests.codecs import oracle
 
 from idstream.domain.messages import OutputTopic
 from idstream.drivers.local.driver import LocalDriver
 from idstream.drivers.local.sinks import MemorySink
 from idstream.simulate import Traffic, TrafficConfig
-from tests.codecs import oracle
 
 SCHEMA = {
     OutputTopic.RESOLVED_EVENTS: "output/resolved-event.schema.json",

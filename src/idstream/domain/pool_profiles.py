@@ -33,6 +33,9 @@ from idstream.domain.reasons import RejectReason
 
 V = TypeVar("V")
 
+# Ids of anonymous profiles start with this (domain/ids.py).
+ANONYMOUS_PREFIX = "a_"
+
 LIFECYCLE_ANONYMOUS = "anonymous"
 LIFECYCLE_PERSONALIZED = "personalized"
 LIFECYCLE_DEPERSONALIZED = "depersonalized"
@@ -416,8 +419,24 @@ def merge_profiles(state: PoolState, loser_id: str, survivor_id: str) -> None:
         merged_from=union(survivor.merged_from, gone),
         merges_absorbed=absorbed,
     )
-    state.put_profile(survivor_id, merged_record)
+    state.put_profile(survivor_id, _forget_oldest_anonymous(state, merged_record))
     state.profiles.delete(state.key(loser_id))
+
+
+# Anonymous periods a person keeps in `mergedFrom` (and as aliases): every logout and login
+# absorbs one, so without a bound a person's record would grow with its traffic. Persons
+# merged in are bounded by the merge cap and all kept.
+MAX_ANONYMOUS_MERGED = 20
+
+
+def _forget_oldest_anonymous(state: PoolState, record: ProfileRecord) -> ProfileRecord:
+    anonymous = [pid for pid in record.merged_from if pid.startswith(ANONYMOUS_PREFIX)]
+    if len(anonymous) <= MAX_ANONYMOUS_MERGED:
+        return record
+    dropped = set(anonymous[: len(anonymous) - MAX_ANONYMOUS_MERGED])
+    for pid in dropped:
+        state.aliases.delete(state.key(pid))
+    return replace(record, merged_from=tuple(p for p in record.merged_from if p not in dropped))
 
 
 def union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:

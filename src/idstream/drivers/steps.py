@@ -78,10 +78,12 @@ def check_outputs(result: StageResult) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What an input record did: the stage's result, and its partition's effective time."""
+    """What an input record did: the stage's result, its partition's effective time, and
+    what the record was (the event type, "invalid" when the decoder rejected it, "tick")."""
 
     result: StageResult
     time: int
+    kind: str
 
 
 @dataclass(slots=True)
@@ -106,16 +108,19 @@ class Steps:
         if time is None:
             return None
         if is_tick(value, meta):
+            kind = "tick"
             result = install_stage.skip(NOTE_TICK, meta)
         else:
             decoded = decode(value, meta, self.limits)
             if isinstance(decoded, Rejection):
+                kind = "invalid"
                 rejected = dead_letter(value, meta, decoded.reason, decoded.detail)
                 result = StageResult(outputs=(rejected,))
             else:
+                kind = decoded.type.value
                 result = install_stage.apply_event(tables, decoded, value, meta, time, self.rules)
         install_stage.record_position(tables, meta, time)
-        return Applied(result, time)
+        return Applied(result, time, kind)
 
     def input_isolated(self, value: bytes, meta: RecordMeta) -> Applied | None:
         """One input record whose writes are kept only if it succeeds; a record that raises
@@ -131,7 +136,8 @@ class Steps:
             if time is None:
                 return None
             install_stage.record_position(self.install, meta, time)
-            return Applied(StageResult(outputs=(processing_error(value, meta, exc),)), time)
+            failed = StageResult(outputs=(processing_error(value, meta, exc),))
+            return Applied(failed, time, "invalid")
         buffered.commit()
         return applied
 

@@ -41,8 +41,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.02,
         help="share of identity events with a blocklisted identity (default 0.02)",
     )
+    parser.add_argument(
+        "--days",
+        type=float,
+        default=0.0,
+        help="spread the records over this many days of simulated time (default: one record "
+        "every 500 ms)",
+    )
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--output", type=Path, help="write one record value per line to FILE")
+    where.add_argument(
+        "--output",
+        type=Path,
+        help="write the records to FILE: envelopes (partition, offset, record time, key, "
+        "value; what `idstream replay` reads as a Kafka history) or, with --format value, one "
+        "record value per line",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("envelope", "value"),
+        default="envelope",
+        help="what --output writes (default envelope)",
+    )
     where.add_argument(
         "--bootstrap-servers",
         metavar="HOST:PORT",
@@ -72,6 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.days < 0:
+            raise ConfigurationError(f"--days must not be negative, got {args.days}")
+        gap = {}
+        if args.days:
+            gap = {"mean_gap_ms": max(1, round(args.days * 86_400_000 / max(args.events, 1)))}
         config = TrafficConfig(
             seed=args.seed,
             users=args.users,
@@ -79,19 +103,26 @@ def run(args: argparse.Namespace) -> int:
             app_codes=tuple(code.strip() for code in args.app_codes.split(",") if code.strip()),
             malformed_share=args.malformed_share,
             junk_share=args.junk_share,
+            **gap,
         )
         if args.rate < 0:
             raise ConfigurationError(f"--rate must not be negative, got {args.rate}")
         traffic = Traffic(config)
         progress = Progress(config.events, sys.stderr, enabled=not args.quiet)
         started = time.perf_counter()
+        from idstream.settings import load_settings
+
+        settings = load_settings()
         if args.output is not None:
             target = str(args.output)
-            write_file(args.output, progress.wrap(paced(traffic, args.rate)))
+            records = progress.wrap(paced(traffic, args.rate))
+            if args.format == "value":
+                write_file(args.output, records)
+            else:
+                topic = args.topic or settings.topics.events
+                partitions = args.partitions or settings.partitions
+                write_envelopes(args.output, records, topic, partitions)
         else:
-            from idstream.settings import load_settings
-
-            settings = load_settings()
             bootstrap = args.bootstrap_servers or settings.bootstrap_servers
             topic = args.topic or settings.topics.events
             target = f"{topic} at {bootstrap}"
@@ -115,6 +146,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_envelopes(path: Path, records: Iterable[SimRecord], topic: str, partitions: int) -> None:
+    """The records as a Kafka history: each in the partition its key goes to, with the
+    simulated arrival time as its record time (docs/operations.md, "Replaying a file")."""
+    from idstream.codecs.envelope import Envelope, encode_envelope
+    from idstream.drivers.partitioner import kafka_partition
+
+    offsets = [0] * partitions
+    try:
+        with open(path, "wb", buffering=1 << 20) as out:
+            for record in records:
+                partition = kafka_partition(record.key, partitions)
+                envelope = Envelope(
+                    topic,
+                    partition,
+                    offsets[partition],
+                    record.record_ms,
+                    record.key,
+                    (),
+                    record.value,
+                )
+                offsets[partition] += 1
+                out.write(encode_envelope(envelope))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {path}: {exc}") from exc
+
+
 def write_file(path: Path, records: Iterable[SimRecord]) -> None:
     """One record value per line; values never hold a newline."""
     try:
@@ -136,9 +193,11 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
     try:
         if topic in set(await admin.list_topics()):
             return
+        # As idstream creates its input topic: the broker stamps the records (SPEC §5).
+        config = {"message.timestamp.type": "LogAppendTime"}
         # Someone else may create it meanwhile: fine.
         with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
+            await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=config)])
     finally:
         await admin.close()
 

@@ -42,6 +42,7 @@ _SHARES = (
     "jitter_share",
     "rfc3339_share",
     "email_change_share",
+    "reinstall_share",
 )
 
 
@@ -84,6 +85,10 @@ class TrafficConfig:
     rfc3339_share: float = 0.01
     # personUpdates that replace the person's email (identitiesReplaced).
     email_change_share: float = 0.3
+    # `install` events on a device and app that have an install already: a reinstall (a new
+    # install, the old one falls silent). The rest of them are app launches instead, so that
+    # the population of installs stops growing once every user has all their devices.
+    reinstall_share: float = 1.0
 
     def __post_init__(self) -> None:
         if self.users < 1:

@@ -232,6 +232,8 @@ class Traffic:
         slot = (rng.randrange(len(user.devices)), rng.randrange(len(user.apps)))
         # A reinstall (new push token) replaces the slot's old install, which falls silent.
         old = user.slots.get(slot)
+        if old is not None and old.active_pos >= 0 and rng.random() >= self.config.reinstall_share:
+            return self._launch(old, _NO_FLAGS)
         if old is not None:
             self._remove(self._active, old, False)
             self._remove(self._linked, old, True)

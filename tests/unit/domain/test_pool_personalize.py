@@ -13,7 +13,9 @@ from idstream.domain.config import (
 )
 from idstream.domain.events import IdentityKind, PoolId
 from idstream.domain.ids import anonymous_profile_id, person_profile_id
+from idstream.domain.keys import parts
 from idstream.domain.messages import OutputTopic
+from idstream.domain.pool_profiles import MAX_ANONYMOUS_MERGED
 from idstream.domain.reasons import RejectReason
 
 EMAIL, PHONE, EXT = IdentityKind.EMAIL, IdentityKind.PHONE, IdentityKind.EXTERNAL_USER_ID
@@ -420,3 +422,20 @@ def test_logout_then_login_as_someone_else() -> None:
     alice_now = h.snapshot(alice)
     assert alice_now is not None
     assert [i["pushRegistrationId"] for i in alice_now["installs"]] == ["B"]
+
+
+def test_a_person_keeps_its_last_anonymous_periods_only() -> None:
+    # Every logout and login absorbs an anonymous profile: the record must not grow with that.
+    h = PoolHarness()
+    h.install("A", 1_000)
+    person = h.person_id(h.personalize("A", 2_000, "u1"))
+    absorbed = []
+    for n in range(MAX_ANONYMOUS_MERGED + 5):
+        absorbed.append(h.depersonalize("A", 3_000 + n * 10).anonymous_profile)
+        h.personalize("A", 3_005 + n * 10, "u1")
+    snapshot = h.snapshot(person)
+    assert snapshot is not None
+    anonymous = [pid for pid in snapshot["mergedFrom"] if pid.startswith("a_")]
+    assert anonymous == absorbed[-MAX_ANONYMOUS_MERGED:]
+    aliases = {parts(k)[1] for k, _ in h.tables.aliases.scan()}
+    assert absorbed[-1] in aliases and absorbed[0] not in aliases

@@ -59,7 +59,7 @@ def change(**fields: Any) -> Output:
 def test_metrics_count_what_the_stages_returned() -> None:
     m = Metrics.for_settings(Settings())
     rejected = dead_letter(b"{", None, RejectReason.MALFORMED_JSON, "x")
-    m.observe_input(StageResult(outputs=(rejected,)))
+    m.observe_input("invalid")
     m.observe_result(StageResult(outputs=(rejected,)))
     m.observe_result(StageResult(notes=(NOTE_LAUNCH_DROPPED,)))
     m.set_pending("default", 3)
@@ -79,7 +79,7 @@ def test_metrics_count_what_the_stages_returned() -> None:
     text = m.render()
     for line in text.splitlines():
         assert line.startswith("#") or SAMPLE.match(line), line
-    assert "idstream_events_in_total 1" in text
+    assert 'idstream_events_in_total{type="invalid"} 1' in text
     assert 'idstream_dead_letters_total{reason="malformed_json"} 1' in text
     assert 'idstream_skipped_total{reason="launch_dropped"} 1' in text
     assert 'idstream_pending_claims{pool="default"} 3' in text
@@ -171,7 +171,7 @@ def test_profile_output_masks_identities_unless_asked() -> None:
 def test_tail_lines_never_show_a_raw_identity() -> None:
     import orjson
 
-    added = {"profileId": "p_1", "version": 2, "type": "identity_added", "kind": "phone"}
+    added = {"profileId": "p_1", "version": 2, "kind": "identity_added", "identityKind": "phone"}
     line = render("profile-changes", b"p_1", orjson.dumps({**added, "value": "+491511234567"}))
     assert line == "profile-changes p_1 v2 identity_added phone=+49********67 event=None"
     snapshot = render("profiles", b"p_1", orjson.dumps(SNAPSHOT))

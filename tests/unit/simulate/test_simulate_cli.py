@@ -1,4 +1,5 @@
-"""`idstream simulate --output FILE`: the file holds exactly the generator's records."""
+"""`idstream simulate --output FILE`: the file holds exactly the generator's records, as a
+Kafka history (envelopes) or as plain values."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from idstream.codecs.envelope import decode_envelope
+from idstream.drivers.partitioner import kafka_partition
 from idstream.simulate import TrafficConfig, cli, generate
 
 
@@ -24,7 +27,7 @@ def test_output_file_holds_one_value_per_line(
 ) -> None:
     out = tmp_path / "events.jsonl"
     argv = ["simulate", "--seed", "5", "--users", "50", "--events", "3000"]
-    code = main([*argv, "--malformed-share", "0.01", "--output", str(out)])
+    code = main([*argv, "--malformed-share", "0.01", "--format", "value", "--output", str(out)])
     assert code == 0
     expected = [
         r.value
@@ -35,6 +38,24 @@ def test_output_file_holds_one_value_per_line(
     assert "3,000 records to" in printed
     assert "appLaunch" in printed
     assert "malformed" in printed
+
+
+def test_output_file_holds_the_records_as_a_kafka_history_spread_over_days(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "events.jsonl"
+    argv = ["simulate", "--seed", "5", "--events", "2000", "--days", "3", "--quiet"]
+    assert main([*argv, "--partitions", "4", "--output", str(out)]) == 0
+    envelopes = [decode_envelope(line) for line in out.read_bytes().splitlines()]
+    expected = list(generate(TrafficConfig(seed=5, events=2000, mean_gap_ms=129_600)))
+    assert [e.value for e in envelopes] == [r.value for r in expected]
+    assert [e.timestamp for e in envelopes] == [r.record_ms for r in expected]
+    assert all(e.partition == kafka_partition(e.key or b"", 4) for e in envelopes)
+    for partition in range(4):
+        offsets = [e.offset for e in envelopes if e.partition == partition]
+        assert offsets == list(range(len(offsets)))
+    span = envelopes[-1].timestamp - envelopes[0].timestamp
+    assert 2.5 * 86_400_000 < span < 3.5 * 86_400_000
 
 
 def test_app_codes_are_taken_from_the_option(tmp_path: Path) -> None:

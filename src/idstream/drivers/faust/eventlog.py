@@ -55,7 +55,7 @@ def _dead_letter(value: Any) -> None:
 
 
 def _change(value: Any) -> None:
-    kind = value.get("type")
+    kind = value.get("kind")
     if kind == "merged" and value.get("profileId") == value.get("loser"):
         logger.info(
             "merged loser=%s survivor=%s eventId=%s",
@@ -68,8 +68,8 @@ def _change(value: Any) -> None:
             "identity rejected reason=%s profile=%s kind=%s value=%s eventId=%s",
             value.get("reason"),
             value.get("profileId"),
-            value.get("kind"),
-            value.get("value"),  # masked by the pool stage
+            value.get("identityKind"),
+            value.get("maskedValue"),  # masked by the pool stage
             value.get("eventId"),
         )
     elif kind == "forgotten":

@@ -106,7 +106,9 @@ class Metrics:
         self._claims_topic = claims_topic
         self._clock = clock
         self.events_in = Family(
-            "idstream_events_in_total", "counter", "Input records applied (ticks included)"
+            "idstream_events_in_total",
+            "counter",
+            "Input records applied, by event type (invalid: rejected by the decoder; tick)",
         )
         self.outputs = Family("idstream_outputs_total", "counter", "Output records by topic")
         self.skipped = Family(
@@ -145,9 +147,10 @@ class Metrics:
 
     # --- observing -----------------------------------------------------------------------
 
-    def observe_input(self, result: StageResult) -> None:
-        """An input record applied (redeliveries are not counted)."""
-        self.events_in.inc()
+    def observe_input(self, kind: str) -> None:
+        """An input record applied (redeliveries are not counted), by what it was: its event
+        type, `invalid` (dead-lettered before any stage) or `tick`."""
+        self.events_in.inc((("type", kind),))
 
     def observe_result(self, result: StageResult) -> None:
         """Count what a stage decided for Faust's current event, and log what is of note."""

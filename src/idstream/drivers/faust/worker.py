@@ -162,7 +162,7 @@ class StageWorker:
             applied = steps.input_isolated(raw, meta) if isolated else steps.input(raw, meta)
             if applied is None:
                 continue
-            self.metrics.observe_input(applied.result)
+            self.metrics.observe_input(applied.kind)
             self._send(self.install_outbox, applied.result)
             last[meta.partition] = (event, meta.offset, applied.time)
             self.sources.last_record_at[meta.partition] = now

@@ -221,6 +221,7 @@ class LocalDriver:
                     headers=((TICK_HEADER, b""),),
                 )
             self.run()
+        self._sweep()
         self.store.flush()
 
     # -- scheduling ----------------------------------------------------------------------
@@ -300,7 +301,14 @@ class LocalDriver:
         self._since_flush += 1
         if self._since_flush >= self.flush_every:
             self._since_flush = 0
+            self._sweep()
             self.store.flush()
+
+    def _sweep(self) -> None:
+        """Forget the eventIds past the dedup window, as a worker does after each batch."""
+        window = self.rules.dedup_window_ms
+        for partition, (time, _) in self._positions.items():
+            install_stage.sweep_seen(self.install_tables, partition, time, window)
 
     def _note_waiting(self, pool: str) -> None:
         """Remember which partitions the pool waits for, and tell it where those are now."""
