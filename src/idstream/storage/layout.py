@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-STATE_FORMAT_VERSION: Final = 1
+STATE_FORMAT_VERSION: Final = 2  # 2: log-ordered pool, injective keys
 
 # Reserved keys (outside every table's prefix).
 FORMAT_VERSION_KEY: Final = b"\x00idstream\x00state_format_version"
