@@ -5,7 +5,8 @@ same traffic per day for 2 days, then for 6 days (3 times the events), each repl
 `idstream replay` (the in-process driver, RocksDB state) from an envelope file with record
 times (as `idstream simulate --days D` writes them; reinstalls off), in one invocation.
 Reported per table: live keys and bytes (key + value, as stored), pending claims included;
-the peak RSS of the replay; and the 6-day / 2-day ratios. Goal (issue #13): total bytes at most 1.25x, RSS flat.
+the peak RSS of the replay; and the 6-day / 2-day ratios. Goal (issue #13): total bytes at
+most 1.25x, RSS flat.
 """
 
 from __future__ import annotations
