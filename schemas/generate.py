@@ -926,7 +926,28 @@ def dead_letter_schema() -> Schema:
             "originalBase64": {
                 "type": "string",
                 "contentEncoding": "base64",
-                "description": "The original record value, byte for byte.",
+                "description": "The original record value, byte for byte; when it is longer than "
+                "the dead-letter size limit (setting dead_letter_max_bytes, 256 KiB by default), "
+                "its first dead_letter_max_bytes bytes only (see truncated).",
+            },
+            "originalLength": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Length of the whole original value in bytes. Written since the "
+                "size limit; absent in older records.",
+            },
+            "originalSha256": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{64}$",
+                "description": "SHA-256 of the whole original value (lower-case hex). Written "
+                "since the size limit; absent in older records.",
+            },
+            "truncated": {
+                "type": "boolean",
+                "description": "True when something of the original is missing: originalBase64 "
+                "holds a prefix (the value was above the limit), or the key and headers, which "
+                "share 1/16 of the limit, were cut (the key to a prefix, the headers past the "
+                "budget left out). Absent in older records (nothing was cut).",
             },
             "key": {
                 "type": ["string", "null"],
@@ -966,6 +987,9 @@ def dead_letter_schema() -> Schema:
         "reason": "malformed_json",
         "detail": "invalid JSON: unexpected end of data",
         "originalBase64": "eyJldmVudElkIjo=",
+        "originalLength": 11,
+        "originalSha256": "a29fc477651350844a160c22d61b806ca403359e4e5ff7b6620923bcc27739b6",
+        "truncated": False,
         "key": "ZmNtOmRHaHBjeUJwY3lCaElIUnZhMlZ1",
         "headers": [{"key": "sdk", "valueBase64": "NS4yLjE="}],
         "source": {
@@ -978,8 +1002,9 @@ def dead_letter_schema() -> Schema:
     return document(
         "output/dead-letter",
         "dead letter",
-        "A rejected input record: original bytes untouched (base64), reason code, detail and "
-        "source position. Key: the original key.",
+        "A rejected input record: original bytes untouched (base64; above a size limit a "
+        "prefix, the length and the sha256), reason code, detail and source position. Key: "
+        "the original key.",
         body,
         [example],
     )

@@ -25,6 +25,7 @@ from idstream.domain.config import (
     RuleConfig,
 )
 from idstream.domain.events import PoolId
+from idstream.domain.messages import DEAD_LETTER_MAX_BYTES
 from idstream.errors import ConfigurationError
 
 ENV_PREFIX = "IDSTREAM_"
@@ -77,6 +78,9 @@ class Settings:
     # Decoder limits (codecs/); also before any state is touched.
     max_record_bytes: int = 65_536
     max_future_skew_ms: int = 24 * 3600 * 1000
+    # Original bytes a dead letter carries; above it a prefix, the length and the sha256. The
+    # dead-letter topic is created with a max.message.bytes to match (drivers/faust/topics.py).
+    dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES
 
     def rules(self) -> RuleConfig:
         """The domain's rule configuration, validated."""
@@ -102,6 +106,9 @@ class Settings:
             raise ConfigurationError(f"invalid pool rule: {exc}") from exc
         if self.launch_dedup_ms < 0:
             raise ConfigurationError("launch_dedup_ms must be >= 0")
+        if self.dead_letter_max_bytes < self.max_record_bytes:
+            # A record the decoder accepts is always carried whole; only oversize ones are cut.
+            raise ConfigurationError("dead_letter_max_bytes must be >= max_record_bytes")
         return RuleConfig(
             pools=MappingProxyType({k: PoolId(v) for k, v in self.pools.items()}),
             pool_rules=MappingProxyType(pool_rules),

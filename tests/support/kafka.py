@@ -14,8 +14,13 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError, for_code
 
 
-async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) -> None:
-    """Create the topics (replication 1); existing ones are left alone."""
+async def create_topics(
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int = 1,
+    config: dict[str, str] | None = None,
+) -> None:
+    """Create the topics (replication 1, topic `config`); existing ones are left alone."""
     names = list(topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -24,7 +29,10 @@ async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int =
     try:
         while True:
             response = await admin.create_topics(
-                [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
+                [
+                    NewTopic(name, partitions, replication_factor=1, topic_configs=config or {})
+                    for name in names
+                ]
             )
             errors = [
                 (name, code, rest)
