@@ -398,7 +398,13 @@ def create_app(settings: Settings) -> faust.App:
             decoded = decode(raw, meta)
             metrics.observe_input(decoded)
             if isinstance(decoded, Rejection):
-                rejected = dead_letter(raw, meta, decoded.reason, decoded.detail)
+                rejected = dead_letter(
+                    raw,
+                    meta,
+                    decoded.reason,
+                    decoded.detail,
+                    max_bytes=settings.dead_letter_max_bytes,
+                )
                 send(install_outbox, StageResult(outputs=(rejected,)))
                 continue
             send(install_outbox, apply_event(install_tables, decoded, raw, meta, rules))

@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         shuffle_seed=args.shuffle_seed,
         limits=limits,
         flush_every=args.flush_every,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
     )
     progress = Progress(total, sys.stderr)
     records = 0

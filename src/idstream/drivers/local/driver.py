@@ -23,6 +23,7 @@ from idstream.domain import pool as pool_stage
 from idstream.domain.config import DEFAULT_RULES, RuleConfig
 from idstream.domain.events import AnyEvent, RecordMeta
 from idstream.domain.messages import (
+    DEAD_LETTER_MAX_BYTES,
     Claim,
     LinkDecision,
     Message,
@@ -93,6 +94,7 @@ class LocalDriver:
         limits: Limits = DEFAULT_LIMITS,
         flush_every: int = 2000,
         topic: str = INPUT_TOPIC,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
     ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
@@ -102,6 +104,7 @@ class LocalDriver:
         self.partitions = partitions
         self.limits = limits
         self.topic = topic
+        self.dead_letter_max_bytes = dead_letter_max_bytes
         self.flush_every = flush_every
         self.install_tables = install_stage.open_install_tables(self.store)
         self.pool_tables = pool_stage.open_pool_tables(self.store)
@@ -205,7 +208,15 @@ class LocalDriver:
             self.stats.rejected += 1
             self._emit_all(
                 StageResult(
-                    outputs=(dead_letter(item.value, meta, decoded.reason, decoded.detail),)
+                    outputs=(
+                        dead_letter(
+                            item.value,
+                            meta,
+                            decoded.reason,
+                            decoded.detail,
+                            max_bytes=self.dead_letter_max_bytes,
+                        ),
+                    )
                 )
             )
         else:
