@@ -2,7 +2,8 @@
 20,000 generated records (idstream.simulate.hostile) in several arrival orders. Nothing
 raises, and every input record, counted by (partition, offset), has exactly one outcome
 (SPEC §5): resolved, dead-lettered, or skipped by a counted rule (a duplicate eventId, a
-dropped launch: `StageResult.notes`).
+dropped launch: `StageResult.notes`); and no identity holding a control or format character is
+stored.
 
 Outcomes are attributed to records by watching the install stage (the resolved events and
 notes `apply_event` returns for its record, the held events `apply_decision` releases) and the
@@ -22,6 +23,7 @@ import pytest
 from idstream.codecs import Rejection, decode
 from idstream.domain import install as install_stage
 from idstream.domain.events import AnyEvent, AppLaunch, RecordMeta
+from idstream.domain.identities import forbidden_character
 from idstream.domain.messages import (
     NOTE_DUPLICATE,
     NOTE_LAUNCH_DROPPED,
@@ -167,6 +169,14 @@ def test_every_hostile_record_has_exactly_one_outcome(shuffle_seed: int, watched
         for record in records():
             driver.submit(record.value, key=record.key, record_timestamp=record.record_ms)
         driver.run()  # must not raise
+        # No identity with a control or format character (or worse) was stored.
+        stored = [
+            value
+            for _, profile in driver.pool_tables.profiles.scan()
+            for value in (*profile.external_user_ids, *profile.emails, *profile.phones)
+        ]
+        assert stored
+        assert [v for v in stored if forbidden_character(v) >= 0] == []
     finally:
         driver.close()
 
