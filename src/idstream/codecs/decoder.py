@@ -95,7 +95,11 @@ def decode(
         # string holds a forbidden character: most records skip the look, and the rest look
         # only at non-ASCII strings unless the record holds escapes.
         escapes = 92 in value or 127 in value
-        if escapes or not value.isascii():
+        if (escapes or not value.isascii()) and (
+            escapes
+            or wire.__class__.__name__ in _NAME_FIELDS
+            or not (wire.eventId + wire.appCode + wire.pushRegistrationId).isascii()
+        ):
             _check_names(wire, escapes)
         event = _CONVERTERS[wire.__class__.__name__](wire)
     except ValueError as exc:
@@ -278,8 +282,11 @@ def _check_names(wire: Any, escapes: bool) -> None:
             name, found = f"{name}.customAttributes", found.customAttributes
             if found is UNSET:
                 continue
-        for index, item in enumerate((found,) if kind == "string" else found):
-            if (escapes or not item.isascii()) and (at := forbidden_character(item)) >= 0:
+        items = (found,) if kind == "string" else found
+        if not escapes and all(map(str.isascii, items)):
+            continue
+        for index, item in enumerate(items):
+            if (at := forbidden_character(item)) >= 0:
                 where = {"string": "", "items": f"[{index}]"}.get(kind, "[...] (a key)")
                 raise _refuse(f"$.{name}{where}", item, at)
 
