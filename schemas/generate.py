@@ -7,6 +7,7 @@ Limits written into the schemas are the decoder's defaults (idstream.codecs.Limi
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,68 @@ RFC3339 = (
     r"(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
 
+# Code points no id, name or identity may hold: Unicode Cc, Cf, Cs and the non-characters, as of
+# Unicode 14.0.0 (idstream.domain.identities.FORBIDDEN_RANGES; a test keeps them equal).
+FORBIDDEN_RANGES = (
+    (0x0000, 0x001F),
+    (0x007F, 0x009F),
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xD800, 0xDFFF),
+    (0xFDD0, 0xFDEF),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0xFFFE, 0xFFFF),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x13438),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0x1FFFE, 0x1FFFF),
+    (0x2FFFE, 0x2FFFF),
+    (0x3FFFE, 0x3FFFF),
+    (0x4FFFE, 0x4FFFF),
+    (0x5FFFE, 0x5FFFF),
+    (0x6FFFE, 0x6FFFF),
+    (0x7FFFE, 0x7FFFF),
+    (0x8FFFE, 0x8FFFF),
+    (0x9FFFE, 0x9FFFF),
+    (0xAFFFE, 0xAFFFF),
+    (0xBFFFE, 0xBFFFF),
+    (0xCFFFE, 0xCFFFF),
+    (0xDFFFE, 0xDFFFF),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+    (0xEFFFE, 0xEFFFF),
+    (0xFFFFE, 0xFFFFF),
+    (0x10FFFE, 0x10FFFF),
+)
+
 Schema = dict[str, Any]
+
+
+def forbidden_pattern() -> str:
+    """A character class of FORBIDDEN_RANGES, for Python's `re` and ECMA-262 with the `u` flag
+    (which draft 2020-12 asks for): BMP code points as `\\uXXXX` escapes, the others as the
+    characters themselves (`render` writes them as JSON escapes)."""
+
+    def one(cp: int) -> str:
+        return f"\\u{cp:04x}" if cp <= 0xFFFF else chr(cp)
+
+    return (
+        "[" + "".join(one(a) + ("" if a == b else "-" + one(b)) for a, b in FORBIDDEN_RANGES) + "]"
+    )
+
 
 STANDARD_PROPERTIES = (
     "applicationVersion",
@@ -118,11 +180,22 @@ def epoch_ms(description: str) -> Schema:
     }
 
 
-def string_list(description: str, max_items: int) -> Schema:
+NAME_REF = "#/$defs/name"
+
+
+def id_string(description: str) -> Schema:
+    """An id or a name: non-empty, and without a forbidden character (whole event refused)."""
+    return {**string(description, min_length=1), "$ref": NAME_REF}
+
+
+def string_list(description: str, max_items: int, *, names: bool = False) -> Schema:
+    items: Schema = {"type": "string", "maxLength": MAX_STRING}
+    if names:
+        items["$ref"] = NAME_REF
     return {
         "type": "array",
         "maxItems": max_items,
-        "items": {"type": "string", "maxLength": MAX_STRING},
+        "items": items,
         "description": description,
     }
 
@@ -145,13 +218,18 @@ def attribute_value() -> Schema:
     }
 
 
-def attribute_map(description: str, max_properties: int | None = MAX_ATTRIBUTES) -> Schema:
+def attribute_map(
+    description: str, max_properties: int | None = MAX_ATTRIBUTES, *, names: bool = True
+) -> Schema:
+    """An attribute map; `names`: its keys are names (input: refused with a forbidden character)."""
     out: Schema = {
         "type": "object",
         "description": description,
         "propertyNames": {"minLength": 1, "maxLength": MAX_STRING},
         "additionalProperties": {"$ref": "#/$defs/attributeValue"},
     }
+    if names:
+        out["propertyNames"]["$ref"] = NAME_REF
     if max_properties is not None:
         out["maxProperties"] = max_properties
     return out
@@ -173,7 +251,9 @@ def user_identity() -> Schema:
     return {
         "type": "object",
         "description": "Identities as the SDK sent them; at least one value. Normalization "
-        "and the blocklist are applied by the resolver, not by the schema.",
+        "and the blocklist are applied by the resolver, not by the schema: a value holding a "
+        "control or format character (Unicode Cc, Cf), a surrogate or a non-character is "
+        "refused alone (identity_rejected, invalid_identity), the others are NFC-normalized.",
         "additionalProperties": False,
         "properties": {
             "externalUserId": string("The app's own user id (at most one per person)."),
@@ -217,6 +297,13 @@ def identity_replacement() -> Schema:
 
 
 INPUT_DEFS: Schema = {
+    "name": {
+        "description": "An id or a name (eventId, appCode, pushRegistrationId, definitionId, "
+        "tags, attribute and property names) holds no control or format character (Unicode "
+        "Cc, Cf: zero-width, bidi controls, BOM, tags), no surrogate and no non-character; "
+        "a record with one is refused whole. The class is Unicode 14.0.0's.",
+        "not": {"pattern": forbidden_pattern()},
+    },
     "attributeValue": attribute_value(),
     "systemData": system_data(),
     "userIdentity": user_identity(),
@@ -232,7 +319,9 @@ def common_properties(event_type: str, *, output: bool = False) -> Schema:
     else:
         timestamp = {
             "description": "Client event time: integer ms since the epoch, or an RFC 3339 "
-            "date-time string (upper-case T/Z, offset with colon) converted to ms.",
+            "date-time string (upper-case T/Z, offset with colon) converted to ms. Either form "
+            f"must lie in 0 … {MAX_TIMESTAMP_MS} ms (1970-01-01T00:00:00Z … "
+            "9999-12-31T23:59:59.999Z), offset included: 1970-01-01T00:00:00+01:00 is refused.",
             "anyOf": [
                 epoch_ms("ms since the epoch"),
                 {"type": "string", "format": "date-time", "pattern": RFC3339},
@@ -246,11 +335,11 @@ def common_properties(event_type: str, *, output: bool = False) -> Schema:
             "description": "Wire version of the event; absent means 1. Later versions are "
             "upcast on read.",
         },
-        "eventId": string("Unique id of the event, used for idempotency.", min_length=1),
+        "eventId": id_string("Unique id of the event, used for idempotency."),
         "type": {"const": event_type, "description": "Event type."},
         "timestamp": timestamp,
-        "appCode": string("Application code; decides the pool.", min_length=1),
-        "pushRegistrationId": string("Install id: one app instance on one device.", min_length=1),
+        "appCode": id_string("Application code; decides the pool."),
+        "pushRegistrationId": id_string("Install id: one app instance on one device."),
     }
     for name in STANDARD_PROPERTIES:
         props[name] = string(f"Standard property {name}; the install keeps the latest.")
@@ -301,8 +390,8 @@ def specific(event_type: str) -> tuple[Schema, list[str], list[Schema]]:
     if event_type == "personUpdate":
         props = {
             "attributes": {"$ref": ref + "personAttributes"},
-            "tagsAdded": string_list("Tags to add.", MAX_TAGS),
-            "tagsRemoved": string_list("Tags to remove.", MAX_TAGS),
+            "tagsAdded": string_list("Tags to add.", MAX_TAGS, names=True),
+            "tagsRemoved": string_list("Tags to remove.", MAX_TAGS, names=True),
             "identitiesAdded": {"$ref": ref + "userIdentity"},
             "identitiesRemoved": {"$ref": ref + "userIdentity"},
             "identitiesReplaced": {
@@ -316,7 +405,7 @@ def specific(event_type: str) -> tuple[Schema, list[str], list[Schema]]:
     if event_type == "custom":
         return (
             {
-                "definitionId": string("Id of the custom event definition.", min_length=1),
+                "definitionId": id_string("Id of the custom event definition."),
                 "properties": attribute_map("Event properties."),
             },
             ["definitionId"],
@@ -712,7 +801,7 @@ def profile_snapshot_schema() -> Schema:
             "pushEnabled": boolean("Push can reach this install."),
             "systemData": {"type": "object", "description": "Latest system data."},
             "standardProperties": {"type": "object", "description": "Latest standard properties."},
-            "customAttributes": attribute_map("Install custom attributes.", None),
+            "customAttributes": attribute_map("Install custom attributes.", None, names=False),
             "linkedAt": epoch_ms("Event time the install was linked (ms)."),
         },
     }
@@ -763,7 +852,7 @@ def profile_snapshot_schema() -> Schema:
                     n: {"type": ["string", "null"], "description": n} for n in PERSON_STANDARD
                 },
             },
-            "customAttributes": attribute_map("Per-person custom attributes.", None),
+            "customAttributes": attribute_map("Per-person custom attributes.", None, names=False),
             "tags": {
                 "type": "array",
                 "uniqueItems": True,
@@ -863,7 +952,28 @@ def dead_letter_schema() -> Schema:
             "originalBase64": {
                 "type": "string",
                 "contentEncoding": "base64",
-                "description": "The original record value, byte for byte.",
+                "description": "The original record value, byte for byte; when it is longer than "
+                "the dead-letter size limit (setting dead_letter_max_bytes, 256 KiB by default), "
+                "its first dead_letter_max_bytes bytes only (see truncated).",
+            },
+            "originalLength": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Length of the whole original value in bytes. Written since the "
+                "size limit; absent in older records.",
+            },
+            "originalSha256": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{64}$",
+                "description": "SHA-256 of the whole original value (lower-case hex). Written "
+                "since the size limit; absent in older records.",
+            },
+            "truncated": {
+                "type": "boolean",
+                "description": "True when something of the original is missing: originalBase64 "
+                "holds a prefix (the value was above the limit), or the key and headers, which "
+                "share 1/16 of the limit, were cut (the key to a prefix, the headers past the "
+                "budget left out). Absent in older records (nothing was cut).",
             },
             "key": {
                 "type": ["string", "null"],
@@ -903,6 +1013,9 @@ def dead_letter_schema() -> Schema:
         "reason": "malformed_json",
         "detail": "invalid JSON: unexpected end of data",
         "originalBase64": "eyJldmVudElkIjo=",
+        "originalLength": 11,
+        "originalSha256": "a29fc477651350844a160c22d61b806ca403359e4e5ff7b6620923bcc27739b6",
+        "truncated": False,
         "key": "ZmNtOmRHaHBjeUJwY3lCaElIUnZhMlZ1",
         "headers": [{"key": "sdk", "valueBase64": "NS4yLjE="}],
         "source": {
@@ -915,8 +1028,9 @@ def dead_letter_schema() -> Schema:
     return document(
         "output/dead-letter",
         "dead letter",
-        "A rejected input record: original bytes untouched (base64), reason code, detail and "
-        "source position. Key: the original key.",
+        "A rejected input record: original bytes untouched (base64; above a size limit a "
+        "prefix, the length and the sha256), reason code, detail and source position. Key: "
+        "the original key.",
         body,
         [example],
     )
@@ -931,8 +1045,18 @@ def all_schemas() -> dict[str, Schema]:
     return out
 
 
+def _escape_astral(text: str) -> str:
+    # Characters beyond the BMP (the forbidden class's tags among them) as JSON surrogate-pair
+    # escapes, so that no invisible character stands in a file.
+    def pair(match: re.Match[str]) -> str:
+        cp = ord(match.group()) - 0x10000
+        return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"
+
+    return re.sub("[\U00010000-\U0010ffff]", pair, text)
+
+
 def render(schema: Schema) -> str:
-    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    return _escape_astral(json.dumps(schema, indent=2, ensure_ascii=False)) + "\n"
 
 
 def main(argv: list[str]) -> int:

@@ -26,6 +26,7 @@ from idstream.domain.config import (
     RuleConfig,
 )
 from idstream.domain.events import PoolId
+from idstream.domain.messages import DEAD_LETTER_MAX_BYTES
 from idstream.errors import ConfigurationError
 
 ENV_PREFIX = "IDSTREAM_"
@@ -84,6 +85,9 @@ class Settings:
     max_identities_per_kind: int = 20
     max_tags_per_event: int = 50
     max_future_skew_ms: int = 24 * 3600 * 1000
+    # Original bytes a dead letter carries; above it a prefix, the length and the sha256. The
+    # dead-letter topic is created with a max.message.bytes to match (drivers/faust/topics.py).
+    dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES
     # The input log's order (SPEC §5): a silent input partition a pool waits for gets a tick
     # record after this long.
     tick_ms: int = 100
@@ -114,6 +118,9 @@ class Settings:
             raise ConfigurationError("launch_dedup_ms and dedup_window_ms must be >= 0")
         if self.tick_ms < 1:
             raise ConfigurationError("tick_ms must be >= 1")
+        if self.dead_letter_max_bytes < self.max_record_bytes:
+            # A record the decoder accepts is always carried whole; only oversize ones are cut.
+            raise ConfigurationError("dead_letter_max_bytes must be >= max_record_bytes")
         return RuleConfig(
             pools=MappingProxyType({k: PoolId(v) for k, v in self.pools.items()}),
             pool_rules=MappingProxyType(pool_rules),

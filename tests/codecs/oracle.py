@@ -1,8 +1,9 @@
 """The reference verdict for the codec tests: stdlib json + jsonschema on schemas/input.
 
 Independent of idstream.codecs: strict JSON (UTF-8, no NaN/Infinity, no duplicate keys, no
-lone surrogates), then the draft 2020-12 schema with RFC 3339 formats asserted and
-integers written without a fraction.
+lone surrogates), then the draft 2020-12 schema with RFC 3339 formats asserted,
+integers written without a fraction and a date-time timestamp in the integers' range (which
+JSON Schema cannot say of a string).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,24 @@ def parse(raw: bytes) -> Any:
     return doc
 
 
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+
+
+def _timestamp_in_range(doc: Any) -> bool:
+    stamp = doc.get("timestamp")
+    if not isinstance(stamp, str):
+        return True  # integers: the schema's minimum and maximum
+    whole, rest = stamp[:19], stamp[19:]
+    fraction = re.match(r"\.([0-9]+)", rest)
+    millis = int(fraction.group(1)[:3].ljust(3, "0")) if fraction else 0
+    zone = rest[fraction.end() if fraction else 0 :]
+    moment = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    seconds = (moment - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()
+    offset = 0 if zone == "Z" else (int(zone[1:3]) * 60 + int(zone[4:6])) * 60
+    ms = int(seconds) * 1000 + millis - (offset if zone[0] == "+" else -offset) * 1000
+    return 0 <= ms <= MAX_TIMESTAMP_MS
+
+
 def accepts(raw: bytes) -> bool:
     """The reference verdict on one input record value."""
     if len(raw) > MAX_RECORD_BYTES:
@@ -131,4 +150,6 @@ def accepts(raw: bytes) -> bool:
         doc = parse(raw)
     except Rejected:
         return False
-    return bool(validator("input/event.schema.json").is_valid(doc))
+    if not validator("input/event.schema.json").is_valid(doc):
+        return False
+    return _timestamp_in_range(doc)

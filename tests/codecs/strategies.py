@@ -34,7 +34,19 @@ EVENT_TYPES = (
 Doc = dict[str, Any]
 
 text = st.text(max_size=24)
-name = st.text(min_size=1, max_size=24)
+# Ids and names hold no control or format character, surrogate or non-character (Cn: the
+# non-characters, and unassigned code points, which the policy allows but need not be drawn).
+name_character = st.characters(exclude_categories=("Cc", "Cf", "Cs", "Cn"))
+name = st.text(name_character, min_size=1, max_size=24)
+tag = st.text(name_character, max_size=24)
+# What an id or a name may not hold, by kind: C0 separators, DEL, C1, zero-width, bidi, BOM,
+# tag letters (beyond the BMP), non-characters.
+forbidden_character = st.sampled_from(
+    (
+        *("\x00", "\x1e", "\x1f", "\n", "\x7f", "\x85", "\u200b", "\u202e", "\u2066"),
+        *("\ufeff", "\u00ad", "\U000e0041", "\U000e0001", "\ufdd0", "\uffff", "\U0010fffe"),
+    )
+)
 
 
 @st.composite
@@ -137,8 +149,8 @@ SPECIFIC: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
         {},
         {
             "attributes": person_attributes,
-            "tagsAdded": st.lists(text, max_size=4),
-            "tagsRemoved": st.lists(text, max_size=4),
+            "tagsAdded": st.lists(tag, max_size=4),
+            "tagsRemoved": st.lists(tag, max_size=4),
             "identitiesAdded": user_identity(),
             "identitiesRemoved": user_identity(),
             "identitiesReplaced": st.lists(replacement, max_size=3),

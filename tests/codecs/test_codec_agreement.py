@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from idstream.codecs import Rejection, decode, encode_record, event_to_wire
 from tests.codecs import oracle
 from tests.codecs.strategies import (
+    MAX_TIMESTAMP_MS,
     Doc,
     any_json_scalar,
+    forbidden_character,
     get,
     nested_junk,
     paths,
@@ -79,10 +81,42 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes, bool]:
                 "huge string",
                 "drop any",
                 "timestamp",
+                "forbidden character",
+                "timestamp range",
             ]
         )
     )
     spots = paths(doc)
+    if kind == "forbidden character":
+        # in an id or a name: the whole record is refused (identity values are not names)
+        path = draw(st.sampled_from(_name_spots(doc)))
+        bad = draw(forbidden_character)
+        if path[-1] == KEY:
+            attributes = get(doc, path[:-2])
+            key = path[-2]
+            where = draw(st.integers(0, len(key)))
+            doc = replaced(doc, path[:-2], {k: v for k, v in attributes.items() if k != key})
+            get(doc, path[:-2])[key[:where] + bad + key[where:]] = attributes[key]
+            return kind, dumps(doc), True
+        value = get(doc, path)
+        where = draw(st.integers(0, len(value)))
+        return kind, dumps(replaced(doc, path, value[:where] + bad + value[where:])), True
+    if kind == "timestamp range":
+        # just outside either bound, as an integer or as a date-time whose offset crosses it
+        stamp = draw(
+            st.sampled_from(
+                [
+                    -1,
+                    MAX_TIMESTAMP_MS + 1,
+                    "1969-12-31T23:59:59.999Z",
+                    "1970-01-01T00:00:00+00:01",
+                    "1970-01-01T00:59:59.999+01:00",
+                    "9999-12-31T23:59:59.999-00:01",
+                    "9999-12-31T23:00:00-01:00",
+                ]
+            )
+        )
+        return kind, dumps({**doc, "timestamp": stamp}), True
     if kind == "wrong type":
         path = draw(st.sampled_from(spots))
         return kind, dumps(replaced(doc, path, draw(any_json_scalar))), False
@@ -125,6 +159,33 @@ def test_mutated_documents_agree(case: tuple[str, bytes, bool]) -> None:
         assert not decoder_ok, (kind, raw[:500])
     if not schema_ok:
         count("mutated")
+
+
+KEY = object()  # a path ending (key, KEY) names the key itself, not its value
+NAME_FIELDS = (
+    "eventId",
+    "appCode",
+    "pushRegistrationId",
+    "definitionId",
+    "tagsAdded",
+    "tagsRemoved",
+)
+MAPS = ("customAttributes", "properties")
+
+
+def _is_name(doc: Doc, path: tuple[Any, ...]) -> bool:
+    value = get(doc, path)
+    if not isinstance(value, str):
+        return False
+    return path[0] in NAME_FIELDS
+
+
+def _name_spots(doc: Doc) -> list[tuple[Any, ...]]:
+    spots = [p for p in paths(doc) if _is_name(doc, p)]
+    for p in paths(doc):
+        if p[-1] in MAPS and isinstance(get(doc, p), dict):
+            spots.extend((*p, key, KEY) for key in get(doc, p) if key)
+    return spots
 
 
 def _duplicate_first_key(raw: bytes) -> bytes:

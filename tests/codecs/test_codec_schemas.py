@@ -202,3 +202,12 @@ def test_encode_record_writes_read_only_mappings_and_sets() -> None:
     assert encode_record(record) == b'{"a":{"b":["x","y"]},"c":[1,2]}'
     with pytest.raises(TypeError):
         encode_record({"x": object()})
+
+
+def test_schema_forbidden_characters_are_the_domains() -> None:
+    from idstream.domain.identities import FORBIDDEN_RANGES
+
+    assert tuple(_generator().FORBIDDEN_RANGES) == FORBIDDEN_RANGES
+    listed = {cp for low, high in FORBIDDEN_RANGES for cp in range(low, high + 1)}
+    pattern = re.compile(oracle.load("input/event.schema.json")["$defs"]["name"]["not"]["pattern"])
+    assert {cp for cp in range(0x110000) if pattern.fullmatch(chr(cp))} == listed

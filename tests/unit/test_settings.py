@@ -46,6 +46,7 @@ def test_environment_mapping_syntax() -> None:
         ({"IDSTREAM_PARTITIONS": "many"}, "partitions must be an integer"),
         ({"IDSTREAM_DEFAULT_CONTINUITY": "merge-all"}, "invalid pool rule"),
         ({"IDSTREAM_POOLS": "novalue"}, "key=value"),
+        ({"IDSTREAM_DEAD_LETTER_MAX_BYTES": "1024"}, "dead_letter_max_bytes must be >="),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:

@@ -18,7 +18,7 @@ import msgspec
 import orjson
 from msgspec import UNSET
 
-from idstream.codecs.limits import DEFAULT_LIMITS, Limits
+from idstream.codecs.limits import DEFAULT_LIMITS, MAX_TIMESTAMP_MS, Limits
 from idstream.codecs.wire import RFC3339_PATTERN, wire_types
 from idstream.domain.events import (
     EMPTY,
@@ -47,6 +47,7 @@ from idstream.domain.events import (
     Uninstall,
     UserIdentity,
 )
+from idstream.domain.identities import forbidden_character
 from idstream.domain.reasons import RejectReason
 
 # A detail quotes at most this much of what the producer sent.
@@ -90,6 +91,16 @@ def decode(
     if _has_duplicate_keys(value, wire):
         return Rejection(RejectReason.MALFORMED_JSON, "invalid JSON: duplicate object key")
     try:
+        # Raw controls are invalid JSON, so without a backslash (escapes) or DEL no ASCII
+        # string holds a forbidden character: most records skip the look, and the rest look
+        # only at non-ASCII strings unless the record holds escapes.
+        escapes = 92 in value or 127 in value
+        if (escapes or not value.isascii()) and (
+            escapes
+            or wire.__class__.__name__ in _NAME_FIELDS
+            or not (wire.eventId + wire.appCode + wire.pushRegistrationId).isascii()
+        ):
+            _check_names(wire, escapes)
         event = _CONVERTERS[wire.__class__.__name__](wire)
     except ValueError as exc:
         # _Invalid: a rule msgspec cannot state. Any other ValueError would be a value we
@@ -228,6 +239,58 @@ def _parsed_keys(doc: Any) -> int:
     return count
 
 
+# ---------------------------------------------------------------- ids and names
+
+# Per wire type, the fields besides the three common ids that hold ids or names: a string, a
+# list of strings (tags), a map (its keys) or person attributes (their custom map's keys).
+_NAME_FIELDS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
+    "WireInstallUpdate": (("customAttributes", "keys"),),
+    "WirePersonalize": (("userAttributes", "person"),),
+    "WirePersonUpdate": (
+        ("tagsAdded", "items"),
+        ("tagsRemoved", "items"),
+        ("attributes", "person"),
+    ),
+    "WireCustom": (("definitionId", "string"), ("properties", "keys")),
+}
+
+
+def _refuse(path: str, value: str, at: int) -> _Invalid:
+    return _Invalid(
+        f"{path}: U+{ord(value[at]):04X} at index {at} is a control or format character, a "
+        "surrogate or a non-character, which no id or name may hold"
+    )
+
+
+def _check_names(wire: Any, escapes: bool) -> None:
+    """Refuse the event when an id or a name holds a forbidden character (the whole event:
+    an id cannot be half used). Identity values are judged one by one by the resolver.
+
+    `escapes`: the record holds a backslash or DEL, so ASCII strings are looked at too;
+    otherwise only non-ASCII ones (str.isascii() is O(1): CPython knows it of every string).
+    """
+    if escapes or not (wire.eventId + wire.appCode + wire.pushRegistrationId).isascii():
+        for name in ("eventId", "appCode", "pushRegistrationId"):
+            value = getattr(wire, name)
+            if (at := forbidden_character(value)) >= 0:
+                raise _refuse(f"$.{name}", value, at)
+    for name, kind in _NAME_FIELDS.get(type(wire).__name__, ()):
+        found = getattr(wire, name)
+        if found is UNSET:
+            continue
+        if kind == "person":
+            name, found = f"{name}.customAttributes", found.customAttributes
+            if found is UNSET:
+                continue
+        items = (found,) if kind == "string" else found
+        if not escapes and all(map(str.isascii, items)):
+            continue
+        for index, item in enumerate(items):
+            if (at := forbidden_character(item)) >= 0:
+                where = {"string": "", "items": f"[{index}]"}.get(kind, "[...] (a key)")
+                raise _refuse(f"$.{name}{where}", item, at)
+
+
 # ---------------------------------------------------------------- timestamps
 
 
@@ -256,7 +319,13 @@ def _timestamp_ms(raw: int | str) -> int:
         if hours > 23 or minutes > 59:
             raise _Invalid(f"$.timestamp: invalid UTC offset {rest!r}")
         offset_ms = (hours * 60 + minutes) * 60_000 * (1 if rest[0] == "+" else -1)
-    return (local - _EPOCH) // _MS + millis - offset_ms
+    ms: int = (local - _EPOCH) // _MS + millis - offset_ms
+    # The range integers have (the wire types say it); an offset can carry a date across it.
+    if not 0 <= ms <= MAX_TIMESTAMP_MS:
+        raise _Invalid(
+            f"$.timestamp: {raw!r} is {ms} ms since the epoch, outside 0 … {MAX_TIMESTAMP_MS}"
+        )
+    return ms
 
 
 # ---------------------------------------------------------------- wire -> domain

@@ -6,7 +6,6 @@ add fields; `encode_record` turns one into bytes.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +19,7 @@ from idstream.domain.events import (
     RecordMeta,
 )
 from idstream.domain.install_state import event_wire
+from idstream.domain.messages import DEAD_LETTER_MAX_BYTES, dead_letter
 
 
 def _default(value: Any) -> Any:
@@ -39,25 +39,14 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
     return orjson.dumps(record if isinstance(record, dict) else dict(record), default=_default)
 
 
-def _b64(raw: bytes | None) -> str | None:
-    return None if raw is None else base64.b64encode(raw).decode("ascii")
-
-
-def dead_letter_record(raw: bytes, meta: RecordMeta, rejection: Rejection) -> dict[str, Any]:
-    """The dead-letter value for a rejected record: original bytes untouched, as base64."""
-    return {
-        "reason": rejection.reason.value,
-        "detail": rejection.detail,
-        "originalBase64": _b64(bytes(raw)),
-        "key": _b64(meta.key),
-        "headers": [{"key": key, "valueBase64": _b64(value)} for key, value in meta.headers],
-        "source": {
-            "topic": meta.topic,
-            "partition": meta.partition,
-            "offset": meta.offset,
-            "timestamp": meta.record_timestamp,
-        },
-    }
+def dead_letter_record(
+    raw: bytes, meta: RecordMeta, rejection: Rejection, max_bytes: int = DEAD_LETTER_MAX_BYTES
+) -> dict[str, Any]:
+    """The dead-letter value for a rejected record (`idstream.domain.messages.dead_letter`'s:
+    original bytes as base64, above `max_bytes` a prefix with the length and sha256)."""
+    value = dead_letter(raw, meta, rejection.reason, rejection.detail, max_bytes=max_bytes).value
+    assert value is not None
+    return dict(value)
 
 
 _COMMON_FIELDS = 5

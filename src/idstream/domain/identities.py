@@ -1,6 +1,10 @@
-"""Identity values: normalization, junk blocklist, masking for logs and changes, forget hashes.
+"""Identity values: normalization, junk blocklist, masking for logs and changes, forget hashes;
+and the characters no id, name or identity may hold.
 
 Domain layer, standard library only. SPEC §4.3. Decisions (also in docs/architecture.md):
+- every identity: refused (`invalid_identity`) when it holds a forbidden character (see
+  `FORBIDDEN_RANGES`), else NFC-normalized before anything else. Look-alike letters from other
+  scripts (confusables) are not detected.
 - email: trimmed, lower-cased, one `@`, a non-empty local part, a dotted domain, no spaces,
   at most 254 characters.
 - phone: E.164 as `+` and digits. Spaces, dashes, dots and parentheses are removed, then one
@@ -15,7 +19,9 @@ Domain layer, standard library only. SPEC §4.3. Decisions (also in docs/archite
 from __future__ import annotations
 
 import re
+import unicodedata
 from hashlib import blake2b
+from typing import Final
 
 from idstream.domain.events import IdentityKind
 from idstream.domain.reasons import RejectReason
@@ -27,6 +33,66 @@ _ZEROS_AND_DASHES = re.compile(r"[0\-]*|-1")
 
 MAX_EMAIL = 254
 MAX_EXTERNAL_USER_ID = 256
+
+# What no id, name or identity may hold (inclusive code point ranges): Unicode categories Cc
+# (controls, separators like \x1f included) and Cf (format: soft hyphen, zero-width characters,
+# bidi controls, BOM, tags), surrogates (Cs) and the 66 non-characters. Written out, as of
+# Unicode 14.0.0 (Python 3.11), rather than asked of `unicodedata`: a newer Python must not
+# refuse what an older one accepted, or a replay would differ. tests/unit/domain/
+# test_identities.py compares it with the running interpreter's database.
+FORBIDDEN_RANGES: Final[tuple[tuple[int, int], ...]] = tuple(
+    sorted(
+        [
+            (0x0000, 0x001F),  # Cc C0 controls
+            (0x007F, 0x009F),  # Cc DEL, C1 controls
+            (0x00AD, 0x00AD),  # soft hyphen
+            (0x0600, 0x0605),  # Arabic number signs
+            (0x061C, 0x061C),  # Arabic letter mark
+            (0x06DD, 0x06DD),
+            (0x070F, 0x070F),
+            (0x0890, 0x0891),
+            (0x08E2, 0x08E2),
+            (0x180E, 0x180E),  # Mongolian vowel separator
+            (0x200B, 0x200F),  # zero-width space, ZWNJ, ZWJ, LRM, RLM
+            (0x202A, 0x202E),  # bidi embeddings and overrides
+            (0x2060, 0x2064),  # word joiner, invisible operators
+            (0x2066, 0x206F),  # bidi isolates, deprecated format characters
+            (0xD800, 0xDFFF),  # Cs surrogates
+            (0xFDD0, 0xFDEF),  # non-characters
+            (0xFEFF, 0xFEFF),  # BOM, zero-width no-break space
+            (0xFFF9, 0xFFFB),  # interlinear annotation
+            (0xFFFE, 0xFFFF),  # non-characters
+            (0x110BD, 0x110BD),
+            (0x110CD, 0x110CD),
+            (0x13430, 0x13438),  # Egyptian hieroglyph format controls
+            (0x1BCA0, 0x1BCA3),  # shorthand format controls
+            (0x1D173, 0x1D17A),  # musical symbol format controls
+            *((plane + 0xFFFE, plane + 0xFFFF) for plane in range(0x10000, 0x110000, 0x10000)),
+            (0xE0001, 0xE0001),  # language tag
+            (0xE0020, 0xE007F),  # tag characters
+        ]
+    )
+)
+
+
+def _char_class(ranges: tuple[tuple[int, int], ...]) -> str:
+    def escape(cp: int) -> str:
+        return f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}"
+
+    return "[" + "".join(escape(a) + ("" if a == b else "-" + escape(b)) for a, b in ranges) + "]"
+
+
+FORBIDDEN_CHARACTERS: Final = re.compile(_char_class(FORBIDDEN_RANGES))
+
+
+def forbidden_character(value: str) -> int:
+    """The index of the first character no id, name or identity may hold, or -1."""
+    # Every forbidden character is also one `isprintable` refuses (C* categories), and most
+    # values are printable: the regex runs only on the rest.
+    if value.isprintable():
+        return -1
+    found = FORBIDDEN_CHARACTERS.search(value)
+    return -1 if found is None else found.start()
 
 
 def normalize_email(raw: str) -> str | None:
@@ -78,7 +144,14 @@ def is_blocked(value: str, blocklist: frozenset[str]) -> bool:
 def normalize_identity(
     kind: IdentityKind, raw: str, blocklist: frozenset[str]
 ) -> tuple[str | None, RejectReason | None]:
-    """(normalized value, None) or (None, why it cannot be used)."""
+    """(normalized value, None) or (None, why it cannot be used).
+
+    A value holding a forbidden character is invalid, whatever else it holds; the rest is
+    NFC-normalized first, so composed and decomposed accents are the same identity.
+    """
+    if forbidden_character(raw) >= 0:
+        return None, RejectReason.INVALID_IDENTITY
+    raw = unicodedata.normalize("NFC", raw)
     if is_blocked(raw, blocklist):
         return None, RejectReason.BLOCKED_IDENTITY
     value = _NORMALIZERS[kind](raw)

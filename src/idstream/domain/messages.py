@@ -7,6 +7,7 @@ delivers it to the stage instance that owns that key; per (sender, key) order is
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -145,23 +146,73 @@ class LinkDecision:
 Message = Claim | Heartbeat | LinkDecision
 
 
-def dead_letter(raw: bytes, meta: RecordMeta | None, reason: RejectReason, detail: str) -> Output:
-    """The dead-letter record of SPEC §1: original bytes untouched (base64), reason, source."""
+# Original bytes a dead letter carries at most (a setting, `dead_letter_max_bytes`): well under
+# Kafka's default max.message.bytes (1 MiB) even as base64 with the key and the headers.
+DEAD_LETTER_MAX_BYTES = 256 * 1024
+# A header's cost against the key-and-headers budget besides its value: its JSON wrapper and
+# its name at the worst JSON escaping (a control character is written as 6 bytes).
+_HEADER_OVERHEAD = 40
+_ESCAPED = 6
+
+
+def dead_letter_topic_bytes(max_bytes: int = DEAD_LETTER_MAX_BYTES) -> int:
+    """The `max.message.bytes` a dead-letter topic needs for records `dead_letter` builds with
+    `max_bytes`: the value as base64 (4/3), the key and headers (at most max_bytes/16, written
+    as base64, escaped JSON and the record key), the detail and the rest (under 64 KiB)."""
+    return 2 * max_bytes + 64 * 1024
+
+
+def _b64(raw: bytes | None) -> str | None:
+    return None if raw is None else base64.b64encode(raw).decode("ascii")
+
+
+def dead_letter(
+    raw: bytes,
+    meta: RecordMeta | None,
+    reason: RejectReason,
+    detail: str,
+    *,
+    max_bytes: int = DEAD_LETTER_MAX_BYTES,
+) -> Output:
+    """The dead-letter record of SPEC §1: original bytes untouched (base64), reason, source.
+
+    Above `max_bytes` the record carries the first `max_bytes` bytes of the original value,
+    with its full length and sha256 (`truncated`: true), so it always fits a topic of
+    `dead_letter_topic_bytes(max_bytes)`. The key and the headers share max_bytes/16: the key
+    beyond it is cut to that prefix, headers past it are left out (`truncated` too).
+    """
+    raw = bytes(raw)
+    cut = len(raw) > max_bytes
     value: dict[str, Any] = {
         "reason": reason.value,
         "detail": detail,
-        "originalBase64": base64.b64encode(raw).decode("ascii"),
+        "originalBase64": _b64(raw[:max_bytes] if cut else raw),
+        "originalLength": len(raw),
+        "originalSha256": hashlib.sha256(raw).hexdigest(),
+        "truncated": cut,
         "key": None,
         "headers": [],
         "source": None,
     }
     key = ""
     if meta is not None:
-        key = meta.key.decode("utf-8", "replace") if meta.key is not None else ""
-        value["key"] = base64.b64encode(meta.key).decode("ascii") if meta.key is not None else None
-        value["headers"] = [
-            {"key": k, "valueBase64": base64.b64encode(v).decode("ascii")} for k, v in meta.headers
-        ]
+        budget = max_bytes // 16
+        original_key = meta.key
+        if original_key is not None:
+            if len(original_key) > budget:
+                original_key, value["truncated"] = original_key[:budget], True
+            budget -= len(original_key)
+            key = original_key.decode("utf-8", "replace")
+            value["key"] = _b64(original_key)
+        for name, header in meta.headers:
+            # A name is text already; one that UTF-8 cannot hold would stop the encoder.
+            encoded = name.encode("utf-8", "replace")
+            cost = _HEADER_OVERHEAD + _ESCAPED * len(encoded) + 2 * len(header or b"")
+            if cost > budget:
+                value["truncated"] = True
+                break
+            budget -= cost
+            value["headers"].append({"key": encoded.decode("utf-8"), "valueBase64": _b64(header)})
         value["source"] = {
             "topic": meta.topic,
             "partition": meta.partition,

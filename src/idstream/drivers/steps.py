@@ -25,6 +25,7 @@ from idstream.domain.events import RecordMeta
 from idstream.domain.install_state import InstallTables
 from idstream.domain.keys import key
 from idstream.domain.messages import (
+    DEAD_LETTER_MAX_BYTES,
     NOTE_TICK,
     Claim,
     Heartbeat,
@@ -62,10 +63,13 @@ def fingerprint(exc: BaseException) -> str:
     return f"{type(exc).__name__} at idstream/{module}:{where.lineno} ({where.name})"
 
 
-def processing_error(value: bytes, meta: RecordMeta | None, exc: BaseException) -> Output:
+def processing_error(
+    value: bytes, meta: RecordMeta | None, exc: BaseException, max_bytes: int
+) -> Output:
     """The dead letter of a record whose processing raised (docs/operations.md)."""
     logger.error("a record could not be processed: %s", fingerprint(exc))
-    return dead_letter(value, meta, RejectReason.PROCESSING_ERROR, fingerprint(exc))
+    reason = RejectReason.PROCESSING_ERROR
+    return dead_letter(value, meta, reason, fingerprint(exc), max_bytes=max_bytes)
 
 
 def check_outputs(result: StageResult) -> None:
@@ -96,6 +100,8 @@ class Steps:
     install: InstallTables
     pool: PoolTables
     check: Callable[[StageResult], None] = field(default=check_outputs)
+    # Original bytes a dead letter carries whole (settings.dead_letter_max_bytes).
+    dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES
 
     def input(
         self, value: bytes, meta: RecordMeta, install: InstallTables | None = None
@@ -114,7 +120,13 @@ class Steps:
             decoded = decode(value, meta, self.limits)
             if isinstance(decoded, Rejection):
                 kind = "invalid"
-                rejected = dead_letter(value, meta, decoded.reason, decoded.detail)
+                rejected = dead_letter(
+                    value,
+                    meta,
+                    decoded.reason,
+                    decoded.detail,
+                    max_bytes=self.dead_letter_max_bytes,
+                )
                 result = StageResult(outputs=(rejected,))
             else:
                 kind = decoded.type.value
@@ -136,7 +148,8 @@ class Steps:
             if time is None:
                 return None
             install_stage.record_position(self.install, meta, time)
-            failed = StageResult(outputs=(processing_error(value, meta, exc),))
+            error = processing_error(value, meta, exc, self.dead_letter_max_bytes)
+            failed = StageResult(outputs=(error,))
             return Applied(failed, time, "invalid")
         buffered.commit()
         return applied
@@ -170,15 +183,15 @@ class Steps:
             self.check(result)
         except Exception as exc:  # noqa: BLE001 - the per-claim boundary: any defect
             buffered.drop()
-            return _failed_claim(tables, claim, cursor, exc)
+            return _failed_claim(tables, claim, cursor, exc, self.dead_letter_max_bytes)
         buffered.commit()
         return result, cursor_after
 
 
 def _failed_claim(
-    tables: PoolTables, claim: Claim, cursor: Cursor, exc: BaseException
+    tables: PoolTables, claim: Claim, cursor: Cursor, exc: BaseException, max_bytes: int
 ) -> tuple[StageResult, Cursor]:
-    outputs = (processing_error(claim.raw, claim.meta, exc),)
+    outputs = (processing_error(claim.raw, claim.meta, exc, max_bytes),)
     if not claim.answered:
         return StageResult(outputs=outputs), cursor
     # The install holds its outputs until this answer: release them where the install is.

@@ -21,6 +21,7 @@ and the shares of odd traffic: malformed records, blocklisted identities, confli
 claims, shared devices, users on two appCodes, relaunches inside 30 s, late events after an
 uninstall, lost install events, backwards jitter, RFC 3339 timestamps, email changes.
 `idstream simulate` (cli.py) writes the stream to a JSONL file or a Kafka topic.
+`idstream.simulate.hostile` mixes hostile records (issue #11) into the same traffic.
 """
 
 from __future__ import annotations

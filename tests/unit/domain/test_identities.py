@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
+
 import pytest
 
 from idstream.domain.config import DEFAULT_BLOCKLIST
 from idstream.domain.events import IdentityKind
 from idstream.domain.identities import (
+    FORBIDDEN_RANGES,
+    forbidden_character,
     identity_hash,
     install_hash,
     is_blocked,
@@ -152,3 +157,72 @@ def test_forget_hashes_hold_no_raw_value_and_depend_on_pool() -> None:
     assert "john" not in hashed and "example" not in hashed
     assert hashed != identity_hash("other", EMAIL, "john@example.com")
     assert install_hash("default", "prid-1") != install_hash("default", "prid-2")
+
+
+def _forbidden_by_unicodedata() -> set[int]:
+    return {
+        cp
+        for cp in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(cp)) in ("Cc", "Cf", "Cs")
+        or 0xFDD0 <= cp <= 0xFDEF
+        or cp & 0xFFFE == 0xFFFE
+    }
+
+
+def test_forbidden_characters_are_every_control_format_surrogate_and_non_character() -> None:
+    listed = {cp for low, high in FORBIDDEN_RANGES for cp in range(low, high + 1)}
+    # The list is frozen at Unicode 14.0.0 (Python 3.11). A newer database that knows more
+    # format characters fails here on purpose: adding them refuses records that were accepted,
+    # so replays of old logs would differ; that is a policy change to decide and write down.
+    assert listed == _forbidden_by_unicodedata(), unicodedata.unidata_version
+
+
+def test_every_forbidden_character_is_found_and_nothing_else() -> None:
+    listed = {cp for low, high in FORBIDDEN_RANGES for cp in range(low, high + 1)}
+    for cp in range(sys.maxunicode + 1):
+        assert (forbidden_character(f"ab{chr(cp)}") == 2) is (cp in listed), hex(cp)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "x@y.com\u200b",  # zero-width space
+        "x@y.com\ufeff",  # BOM
+        "\u202emoc.y@x",  # right-to-left override
+        "x\x00@y.com",
+        "x\x01@y.com",
+        "x@y.com\x7f",
+        "x@y.com\x1f",
+        "x@y.com\n",  # a line break is a control character: refused, not trimmed
+        "x@y.com\U000e0041",  # tag letter
+        "x@y.com\ufdd0",  # non-character
+    ],
+)
+def test_identities_with_control_or_format_characters_are_invalid(raw: str) -> None:
+    for kind in IdentityKind:
+        assert normalize_identity(kind, raw, DEFAULT_BLOCKLIST) == (
+            None,
+            RejectReason.INVALID_IDENTITY,
+        )
+
+
+def test_a_blocked_value_with_a_format_character_is_invalid_not_blocked() -> None:
+    assert normalize_identity(EXT, "null\u200b", DEFAULT_BLOCKLIST) == (
+        None,
+        RejectReason.INVALID_IDENTITY,
+    )
+
+
+def test_identities_are_nfc_normalized() -> None:
+    decomposed, composed = "Jose\u0301", "Jos\u00e9"
+    assert normalize_identity(EXT, decomposed, DEFAULT_BLOCKLIST) == (composed, None)
+    assert normalize_identity(EMAIL, "jose\u0301@example.com", DEFAULT_BLOCKLIST) == (
+        "jos\u00e9@example.com",
+        None,
+    )
+
+
+def test_other_scripts_and_spaces_are_not_refused() -> None:
+    # Look-alike letters from other scripts (confusables) are out of scope: Cyrillic a is kept.
+    assert normalize_identity(EXT, "p\u0430ypal", DEFAULT_BLOCKLIST) == ("p\u0430ypal", None)
+    assert normalize_identity(EXT, "\u00a0u1\u3000", DEFAULT_BLOCKLIST) == ("u1", None)

@@ -173,6 +173,7 @@ def create_app(settings: Settings) -> faust.App:
         partitions,
         open_install_tables(install_store),
         open_pool_tables(pool_store),
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
     )
 
     metrics = Metrics.for_settings(settings)

@@ -23,6 +23,7 @@ from aiokafka.errors import (
     for_code,
 )
 
+from idstream.domain.messages import dead_letter_topic_bytes
 from idstream.errors import ConfigurationError
 from idstream.settings import Settings
 from idstream.storage.partitions import STAGE_TABLES
@@ -48,7 +49,10 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         t.resolved_events: {},
         t.profile_changes: {},
         t.profiles: compacted,
-        t.dead_letter: {},
+        # Large enough for every dead letter `dead_letter` builds (a prefix above the limit).
+        t.dead_letter: {
+            "max.message.bytes": str(dead_letter_topic_bytes(settings.dead_letter_max_bytes))
+        },
         # As Faust declares them: compacted, one partition per input partition.
         **{name: compacted for name in changelog_topics(settings)},
     }

@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         limits=settings.limits(),
         flush_every=args.flush_every,
         topic=settings.topics.events,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
     )
     if driver.resumed:
         print(f"idstream replay: continuing the existing state in {args.state}", file=sys.stderr)

@@ -29,6 +29,7 @@ from idstream.domain.config import DEFAULT_RULES, RuleConfig
 from idstream.domain.events import RecordMeta
 from idstream.domain.install_state import source_key
 from idstream.domain.messages import (
+    DEAD_LETTER_MAX_BYTES,
     SKIP_REASONS,
     Claim,
     Heartbeat,
@@ -104,6 +105,7 @@ class LocalDriver:
         limits: Limits = DEFAULT_LIMITS,
         flush_every: int = 2000,
         topic: str = INPUT_TOPIC,
+        dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
     ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
@@ -120,6 +122,7 @@ class LocalDriver:
             partitions,
             install_stage.open_install_tables(self.store),
             pool_stage.open_pool_tables(self.store),
+            dead_letter_max_bytes=dead_letter_max_bytes,
         )
         self.install_tables = self.steps.install
         self.pool_tables = self.steps.pool
