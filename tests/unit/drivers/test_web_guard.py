@@ -14,6 +14,7 @@ from idstream.drivers.faust.web_guard import (
     allowed_host_names,
     check_http_settings,
     host_allowed,
+    host_middleware,
     host_name,
 )
 from idstream.errors import ConfigurationError
@@ -266,3 +267,24 @@ def test_without_a_forward_secret_forwards_are_unsigned_and_counted() -> None:
     headers = guard.forward_headers(facts(READ), "GET", "/identities/phone/%2B4915")
     assert headers == {"Authorization": f"Bearer {READ}", FORWARDED: "1"}
     assert not guard.verify_forward(RequestFacts(target="/identities/phone/%2B4915", forwarded="1"))
+
+
+async def test_the_host_middleware_refuses_foreign_names_with_421_but_not_on_open_paths() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application(middlewares=[host_middleware(allowed_host_names(Settings()))])
+    for path in ("/profiles/p_1", "/", "/metrics"):
+        app.router.add_get(path, ok)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert (await client.get("/profiles/p_1")).status == 200  # Host 127.0.0.1:port
+        local = await client.get("/profiles/p_1", headers={"Host": "localhost:6066"})
+        assert local.status == 200
+        foreign = await client.get("/profiles/p_1", headers={"Host": "attacker.example:6066"})
+        assert foreign.status == 421
+        assert (await foreign.json())["error"] == "misdirected"
+        for path in ("/", "/metrics"):
+            assert (await client.get(path, headers={"Host": "attacker.example"})).status == 200

@@ -154,13 +154,23 @@ def host_allowed(header: str | None, names: frozenset[str]) -> bool:
 def host_middleware(names: frozenset[str]) -> Middleware:
     """An aiohttp middleware that answers 421 to a request whose Host is not allowed."""
 
+    refusals = 0
+
     @aioweb.middleware
     async def check_host(request: aioweb.Request, handler: Handler) -> aioweb.StreamResponse:
+        nonlocal refusals
         # The raw header: aiohttp's request.host falls back to this machine's name.
         host = request.headers.get("Host")
         if request.path in HOST_CHECK_EXEMPT or host_allowed(host, names):
             return await handler(request)
-        logger.warning("refused a request: its Host is not an allowed name (%.100r)", host)
+        refusals += 1
+        # The 1st, 10th, 100th…: a page in a loop must not flood the log.
+        if math.log10(refusals).is_integer():
+            logger.warning(
+                "refused a request (%d so far): its Host is not an allowed name (%.100r)",
+                refusals,
+                host,
+            )
         refused = Refused(
             421,
             "misdirected",
