@@ -159,6 +159,7 @@ async def test_loopback_worker_masks_refuses_raw_and_foreign_hosts_and_limits_id
     topo.stop_all()
     logs = "".join(proc.log_text() for proc in topo.workers)
     assert RAW not in logs and "'http_raw_token': '***'" in logs
+    assert "refused a request (1 so far): its Host is not an allowed name" in logs
 
 
 async def test_a_forwarded_lookup_is_counted_once_and_a_forged_forward_is_counted(
