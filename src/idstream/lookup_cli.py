@@ -1,7 +1,8 @@
 """`idstream profile KEY`: look a profile up on a worker's HTTP API and print it readably.
 
 Entry point. KEY is a profile id (`a_…`, `p_…`), `email:…`, `phone:…`, `externalUserId:…`, or a
-pushRegistrationId (`install:…` to force it). Identities are masked unless --show-identities.
+pushRegistrationId (`install:…` to force it). The worker answers masked; --raw asks for raw
+values with the raw token (`http_raw_token`), and the worker grants them only for that token.
 Standard library only (urllib), so it runs wherever the settings are.
 """
 
@@ -56,29 +57,36 @@ def _quote(value: str) -> str:
 
 
 class ApiError(IdstreamError):
-    """The API answered with an error (status and JSON body); 503 is worth retrying."""
+    """The API answered with an error (status and JSON body); 503 and 429 (after
+    `retry_after` seconds) are worth retrying."""
 
-    def __init__(self, status: int, body: Any) -> None:
-        super().__init__(f"HTTP {status}: {body}")
+    def __init__(self, status: int, body: Any, retry_after: str | None = None) -> None:
+        wait = f" (retry after {retry_after} s)" if retry_after else ""
+        super().__init__(f"HTTP {status}: {body}{wait}")
         self.status = status
         self.body = body
-        self.retriable = status == 503
+        self.retry_after = retry_after
+        self.retriable = status in (429, 503)
 
 
-def fetch(base_url: str, path: str, token: str | None, timeout: float = 10.0) -> Any:
-    request = urllib.request.Request(base_url.rstrip("/") + path)
+def fetch(
+    base_url: str, path: str, token: str | None, *, raw: bool = False, timeout: float = 10.0
+) -> Any:
+    """GET `path` (JSON); `raw` asks for raw values, which only the raw token is granted."""
+    url = base_url.rstrip("/") + path + ("?raw=1" if raw else "")
+    request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        raw = exc.read()
+        text = exc.read()
         try:
-            body = json.loads(raw)
+            body = json.loads(text)
         except ValueError:
-            body = raw.decode("utf-8", "replace")
-        raise ApiError(exc.code, body) from None
+            body = text.decode("utf-8", "replace")
+        raise ApiError(exc.code, body, exc.headers.get("Retry-After")) from None
 
 
 # --- printing --------------------------------------------------------------------------
@@ -164,7 +172,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--url", help="a worker's API, default http://<http_host>:<http_port>")
     parser.add_argument("--settings", help="settings file (TOML or JSON); IDSTREAM_* win")
-    parser.add_argument("--show-identities", action="store_true", help="print them unmasked")
+    parser.add_argument(
+        "--raw",
+        "--show-identities",
+        dest="raw",
+        action="store_true",
+        help="ask for raw values (identities, attributes); granted only for the raw token "
+        "(IDSTREAM_HTTP_RAW_TOKEN)",
+    )
 
 
 def base_url(host: str, port: int) -> str:
@@ -185,13 +200,19 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"idstream profile: {exc}", file=sys.stderr)
         return 2
+    # The raw token for raw values; otherwise the read token (or the raw one if that is all).
+    if args.raw:
+        token = settings.http_raw_token or settings.http_token
+    else:
+        token = settings.http_token or settings.http_raw_token
     try:
-        answer = fetch(url, key.path, settings.http_token)
+        answer = fetch(url, key.path, token, raw=args.raw)
         blocks = [answer]
         if key.install:
             profile_id = answer.get("profileId")
             if profile_id:
-                blocks.append(fetch(url, f"/profiles/{_quote(profile_id)}", settings.http_token))
+                path = f"/profiles/{_quote(profile_id)}"
+                blocks.append(fetch(url, path, token, raw=args.raw))
     except ApiError as exc:
         print(f"idstream profile: {args.key}: {exc}", file=sys.stderr)
         return 1 if exc.status == 404 else 3
@@ -200,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         return 3
     for block in blocks:
         if "installs" in block:
-            print(render_profile(block, show_identities=args.show_identities))
+            print(render_profile(block, show_identities=args.raw))
         else:
             print(render_install(block))
     return 0

@@ -30,7 +30,7 @@ from idstream.domain.messages import DEAD_LETTER_MAX_BYTES
 from idstream.errors import ConfigurationError
 
 ENV_PREFIX = "IDSTREAM_"
-_SECRET_FIELDS = frozenset({"sasl_password", "http_token"})
+_SECRET_FIELDS = frozenset({"sasl_password", "http_token", "http_raw_token", "http_forward_secret"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,15 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 6066
     http_token: str | None = None
+    # The lookup API's checks (docs/operations.md, "Lookup API"): raw values only with the raw
+    # token; forwarded requests signed with a secret only workers hold; Host names allowed
+    # besides localhost and IP addresses; identity lookups per token (or client address) and
+    # worker, 0: no limit.
+    http_raw_token: str | None = None
+    http_forward_secret: str | None = None
+    http_allowed_hosts: tuple[str, ...] = ()
+    http_lookups_per_minute: int = 60
+    http_lookup_burst: int = 20
     # Rules (SPEC §4).
     pools: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     continuity: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

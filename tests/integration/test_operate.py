@@ -1,6 +1,7 @@
 """Operating workers on a real broker: profile lookups over HTTP (routed to the owner of the
-key's partition), the bearer token, /metrics against the simulator's counts, `idstream
-profile`, `idstream tail`, and logs that never show a raw email or phone."""
+key's partition; masked, raw with the raw token), the bearer token, /metrics against the
+simulator's counts, `idstream profile`, `idstream tail`, and logs that never show a raw email
+or phone."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from jsonschema import Draft202012Validator
 
 from idstream.devbroker import free_port
 from idstream.domain.identities import mask
+from idstream.masking import mask_snapshot
 from idstream.simulate import Traffic, TrafficConfig
 from tests.support.names import UniqueNames
 from tests.support.processes import REPO_ROOT, ManagedProcess, ProcessPool
@@ -32,6 +34,7 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TOKEN = "s3cret-test-token"
+RAW_TOKEN = "r4w-test-token"
 SNAPSHOT_SCHEMA = REPO_ROOT / "schemas" / "output" / "profile-snapshot.schema.json"
 METRIC_LINE = re.compile(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$")
 
@@ -143,7 +146,7 @@ async def test_lookups_token_metrics_cli_tail_and_logs(
     topo.http_token = TOKEN
     await topo.create_input()
     # Worker 0 listens on every interface (so it must have a token), worker 1 on loopback.
-    auth = {"IDSTREAM_HTTP_TOKEN": TOKEN}
+    auth = {"IDSTREAM_HTTP_TOKEN": TOKEN, "IDSTREAM_HTTP_RAW_TOKEN": RAW_TOKEN}
     _, port0 = await start_worker(topo, 0, IDSTREAM_HTTP_HOST="0.0.0.0", **auth)
     _, port1 = await start_worker(topo, 1, **auth)
     ports = (port0, port1)
@@ -167,12 +170,17 @@ async def test_lookups_token_metrics_cli_tail_and_logs(
         assert get(port, "/metrics", token=None)[0] == 401
 
     # --- lookups, asked of both workers: one of them forwards to the owner ---------------
+    # Masked by default; raw (what the workers published) with raw=1 and the raw token.
     validator = Draft202012Validator(json.loads(SNAPSHOT_SCHEMA.read_text()))
     sample = persons[:6] + [s for s in alive.values() if s["kind"] == "anonymous"][:3]
     for snap in sample:
         pid = snap["profileId"]
         for port in ports:
             status, body = get(port, f"/profiles/{pid}")
+            assert status == 200, body
+            assert body == mask_snapshot(snap)
+            validator.validate(body)
+            status, body = get(port, f"/profiles/{pid}?raw=1", token=RAW_TOKEN)
             assert status == 200, body
             assert body == snap
             validator.validate(body)
@@ -190,10 +198,12 @@ async def test_lookups_token_metrics_cli_tail_and_logs(
     for kind, (value, snap) in by_kind.items():
         # Normalized before the lookup: an email in capitals finds the same person.
         asked = value.upper() if kind == "email" else value
+        path = f"/identities/{kind}/{urllib.parse.quote(asked, safe='')}"
         for port in ports:
-            status, body = get(port, f"/identities/{kind}/{urllib.parse.quote(asked, safe='')}")
+            status, body = get(port, path)
             assert status == 200, (kind, body)
-            assert body == snap
+            assert body == mask_snapshot(snap)
+            assert get(port, f"{path}?raw=1", token=RAW_TOKEN) == (200, snap)
     person = persons[0]
     for install in person["installs"]:
         prid = install["pushRegistrationId"]
@@ -268,6 +278,11 @@ async def test_lookups_token_metrics_cli_tail_and_logs(
     assert snap["profileId"] in shown.stdout
     assert mask("email", email) in shown.stdout and email not in shown.stdout
     unmasked = cli("profile", f"email:{email}", "--show-identities", env=env)
+    assert unmasked.returncode == 3 and "403" in unmasked.stderr  # no raw token
+    unmasked = cli(
+        "profile", f"email:{email}", "--raw", env={**env, "IDSTREAM_HTTP_RAW_TOKEN": RAW_TOKEN}
+    )
+    assert unmasked.returncode == 0, unmasked.stderr
     assert email in unmasked.stdout
     missing = cli("profile", "p_00000000000000000000", env=env)
     assert missing.returncode == 1 and "not_found" in missing.stderr
@@ -291,7 +306,7 @@ async def test_lookups_token_metrics_cli_tail_and_logs(
     logs = "".join(proc.log_text() for proc in topo.workers) + tail + shown.stdout
     assert "identity rejected" in logs or not rejected
     assert "worker started" in logs and "'http_token': '***'" in logs
-    assert TOKEN not in logs
+    assert TOKEN not in logs and RAW_TOKEN not in logs
     leaked = sorted(v for v in raw if v in logs)
     assert not leaked, f"raw identities in the logs: {leaked[:5]}"
 

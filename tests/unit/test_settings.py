@@ -62,6 +62,12 @@ def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_secrets_are_redacted() -> None:
-    shown = Settings(sasl_password="hunter2", http_token="t0ken").redacted()
+    shown = Settings(
+        sasl_password="hunter2",
+        http_token="t0ken",
+        http_raw_token="r4w",
+        http_forward_secret="f0rward",
+    ).redacted()
     assert shown["sasl_password"] == "***"
-    assert "hunter2" not in repr(shown) and "t0ken" not in repr(shown)
+    for secret in ("hunter2", "t0ken", "r4w", "f0rward"):
+        assert secret not in repr(shown)

@@ -18,9 +18,10 @@ from idstream.domain.messages import (
 from idstream.domain.reasons import RejectReason
 from idstream.drivers.faust.metrics import Family, Histogram, Metrics
 from idstream.drivers.faust.reader import PartitionReader, ReadOnlyTableError
-from idstream.drivers.faust.web import check_http_settings, is_loopback, pool_names
+from idstream.drivers.faust.web import pool_names
+from idstream.drivers.faust.web_guard import check_http_settings, is_loopback
 from idstream.errors import ConfigurationError
-from idstream.lookup_cli import parse_key, render_profile
+from idstream.lookup_cli import add_arguments, parse_key, render_profile
 from idstream.settings import Settings
 from idstream.tail_cli import render
 
@@ -166,6 +167,16 @@ def test_profile_output_masks_identities_unless_asked() -> None:
     assert "cust-42" not in masked and "fcm:1  shop  personalized  [primary, push]" in masked
     shown = render_profile(SNAPSHOT, show_identities=True)
     assert "jo@example.com (primary)" in shown and "cust-42" in shown
+
+
+def test_profile_raw_flag_keeps_its_old_name() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert not parser.parse_args(["p_1"]).raw
+    assert parser.parse_args(["p_1", "--raw"]).raw
+    assert parser.parse_args(["p_1", "--show-identities"]).raw
 
 
 def test_tail_lines_never_show_a_raw_identity() -> None:

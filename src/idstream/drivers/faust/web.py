@@ -4,16 +4,14 @@ Driver layer. Served by Faust's web server. A lookup is answered by the worker t
 key's partition: installs by pushRegistrationId in `install-state`; profiles and identities
 by pool in `pool-state` (every pool of the settings is tried in turn). A worker that does not
 own the partition forwards the request to the one that does (Faust's router gives its URL).
-Bound to loopback by default; beyond loopback a bearer token is required.
+Answers are masked unless the raw token asks for raw values; every request passes the checks
+of web_guard (Host, token, identity rate limit) first.
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
-import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from faust import web
@@ -29,45 +27,38 @@ from idstream.domain.pool_state import open_pool_tables
 from idstream.drivers.faust import eventlog
 from idstream.drivers.faust.metrics import CONTENT_TYPE, Metrics, consumer_lag
 from idstream.drivers.faust.reader import PartitionReader
-from idstream.errors import ConfigurationError
+from idstream.drivers.faust.web_guard import (
+    RAW_PARAM,
+    VIEW,
+    Access,
+    Guard,
+    Refused,
+    RequestFacts,
+    advertised_host,
+    allowed_host_names,
+    check_http_settings,
+    host_middleware,
+    request_facts,
+)
+from idstream.masking import mask_install_view, mask_snapshot
 from idstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
-# Set on a request one worker forwards to another: the receiver answers, never forwards again.
-FORWARDED = "X-Idstream-Forwarded"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_http_settings(settings: Settings) -> None:
-    """Refuse to serve profiles beyond loopback without a token."""
-    if not is_loopback(settings.http_host) and not settings.http_token:
-        raise ConfigurationError(
-            f"IDSTREAM_HTTP_HOST={settings.http_host} serves profiles beyond this machine: set "
-            "IDSTREAM_HTTP_TOKEN (clients send 'Authorization: Bearer <token>') or bind "
-            "IDSTREAM_HTTP_HOST=127.0.0.1"
-        )
 
 
 def web_options(settings: Settings) -> dict[str, Any]:
     """faust.App options: our server on http_host:http_port, Faust's own pages off."""
     check_http_settings(settings)
-    wildcard = settings.http_host in ("0.0.0.0", "::", "")
     return {
         "web_enabled": True,
         "web_bind": settings.http_host,
         "web_port": settings.http_port,
         # The URL other workers forward to (Faust's canonical_url).
-        "web_host": socket.gethostname() if wildcard else settings.http_host,
+        "web_host": advertised_host(settings),
+        # The Host check in front of every route (DNS rebinding).
+        "web_application_options": {"middlewares": [host_middleware(allowed_host_names(settings))]},
         # Faust's table and router pages would show state without our checks.
         "web_tables_enabled": False,
         "web_router_enabled": False,
@@ -124,20 +115,11 @@ class Api:
         self.install_state = install_state
         self.pool_state = pool_state
         self.pools = pool_names(settings)
+        self.guard = Guard(settings)
         t = settings.topics
         self.lag_topics = [t.events, t.claims, t.decisions]
 
-    # --- checks and routing --------------------------------------------------------------
-
-    def authorized(self, request: web.Request) -> bool:
-        token = self.settings.http_token
-        if not token:
-            return True
-        given = request.headers.get("Authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(value.strip().encode(), token.encode())
+    # --- routing -------------------------------------------------------------------------
 
     def owner(self, table: Any, key: bytes) -> tuple[URL | None, int] | None:
         """(None if this worker owns the key else its owner's URL, partition); None: unknown."""
@@ -150,28 +132,43 @@ class Api:
         return (None if local else url), tp.partition
 
     async def forward(
-        self, url: URL, path: str, request: web.Request, pool: str | None
-    ) -> tuple[int, str]:
-        target = url.with_path(path)
-        if pool is not None:
-            target = target.with_query({"pool": pool})
-        headers = {FORWARDED: "1"}
-        if "Authorization" in request.headers:
-            headers["Authorization"] = request.headers["Authorization"]
+        self, url: URL, path: str, facts: RequestFacts, access: Access, pool: str | None
+    ) -> tuple[int, str, dict[str, str]]:
+        """Ask the owner; its status, body and the headers worth passing on."""
+        query = {"pool": pool} if pool is not None else {}
+        if access.raw:
+            query[RAW_PARAM] = "1"
+        target = url.with_path(path).with_query(query)
+        headers = self.guard.forward_headers(facts, "GET", target.raw_path_qs)
         async with self.app.http_client.get(target, headers=headers) as response:
-            return response.status, await response.text()
+            passed = {k: v for k in ("Retry-After",) if (v := response.headers.get(k))}
+            return response.status, await response.text(), passed
+
+    @staticmethod
+    def reply(
+        view: web.View,
+        access: Access,
+        body: Any,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.Response:
+        """A lookup's answer: `body` as JSON (a str is JSON already), never cached."""
+        sent = {"Cache-Control": "no-store", VIEW: access.view, **(headers or {})}
+        if isinstance(body, str):
+            return view.text(body, content_type=JSON, status=status, headers=sent)
+        return view.json(body, status=status, headers=sent)
 
     async def by_pool(
         self,
         view: web.View,
-        request: web.Request,
+        facts: RequestFacts,
+        access: Access,
         path: str,
         find: Callable[[Any, str], dict[str, Any] | None],
     ) -> web.Response:
         """Answer from the first pool whose owner finds something (`find(tables, pool)`)."""
-        asked = request.query.get("pool")
+        asked = facts.query.get("pool")
         pools = [asked] if asked else self.pools
-        forwarded = FORWARDED in request.headers
         unavailable = False
         for pool in pools:
             where = self.owner(self.pool_state, pool.encode())
@@ -182,17 +179,20 @@ class Api:
             if url is None:
                 found = find(open_pool_tables(PartitionReader(self.pool_state, partition)), pool)
                 if found is not None:
-                    return view.json(found)
-            elif forwarded:
+                    return self.reply(view, access, found if access.raw else mask_snapshot(found))
+            elif access.forwarded:
                 unavailable = True  # assignments disagree (a rebalance): do not bounce
             else:
-                status, body = await self.forward(url, path, request, pool)
-                if status == 200:
-                    return view.text(body, content_type=JSON)
+                status, body, headers = await self.forward(url, path, facts, access, pool)
+                if status in (200, 401, 403, 429):
+                    # The owner's answer, or its refusal (tokens or limits that differ).
+                    return self.reply(view, access, body, status, headers)
                 unavailable = unavailable or status != 404
         if unavailable:
-            return view.json({"error": "unavailable", "detail": "partitions moving"}, status=503)
-        return view.json({"error": "not_found"}, status=404)
+            return self.reply(
+                view, access, {"error": "unavailable", "detail": "partitions moving"}, 503
+            )
+        return self.reply(view, access, {"error": "not_found"}, 404)
 
     # --- lookups in this worker's partitions ---------------------------------------------
 
@@ -220,20 +220,21 @@ class Api:
         api = self
         app = self.app
 
-        def denied(view: web.View) -> web.Response:
-            return view.json(
-                {"error": "unauthorized", "detail": "send Authorization: Bearer <token>"},
-                status=401,
-            )
+        def refused(view: web.View, exc: Refused) -> web.Response:
+            return view.json(exc.body(), status=exc.status, headers=exc.headers)
 
         @app.page("/profiles/{profile_id}", name="idstream-profile")
         class ProfilePage(web.View):
             async def get(self, request: web.Request, profile_id: str) -> web.Response:
-                if not api.authorized(request):
-                    return denied(self)
+                facts = request_facts(request)
+                try:
+                    access = api.guard.admit(facts)
+                except Refused as exc:
+                    return refused(self, exc)
                 return await api.by_pool(
                     self,
-                    request,
+                    facts,
+                    access,
                     f"/profiles/{profile_id}",
                     lambda tables, pool: api.snapshot(tables, pool, profile_id),
                 )
@@ -241,21 +242,27 @@ class Api:
         @app.page("/identities/{kind}/{value}", name="idstream-identity")
         class IdentityPage(web.View):
             async def get(self, request: web.Request, kind: str, value: str) -> web.Response:
-                if not api.authorized(request):
-                    return denied(self)
+                facts = request_facts(request)
+                try:
+                    # Counted before anything else: every answer tells something.
+                    access = api.guard.admit(facts, identity_lookup=True)
+                except Refused as exc:
+                    return refused(self, exc)
                 try:
                     identity_kind = IdentityKind(kind)
                 except ValueError:
                     kinds = ", ".join(k.value for k in IdentityKind)
-                    return self.json({"error": "bad_kind", "detail": kinds}, status=400)
+                    return api.reply(self, access, {"error": "bad_kind", "detail": kinds}, 400)
                 rules = api.settings.rules()
                 normalized, reason = normalize_identity(identity_kind, value, rules.blocklist)
                 if normalized is None:
                     detail = reason.value if reason is not None else "invalid"
-                    return self.json({"error": "bad_identity", "detail": detail}, status=400)
+                    body = {"error": "bad_identity", "detail": detail}
+                    return api.reply(self, access, body, 400)
                 return await api.by_pool(
                     self,
-                    request,
+                    facts,
+                    access,
                     f"/identities/{kind}/{normalized}",
                     api.owned_by(identity_kind, normalized),
                 )
@@ -263,27 +270,33 @@ class Api:
         @app.page("/installs/{prid}", name="idstream-install")
         class InstallPage(web.View):
             async def get(self, request: web.Request, prid: str) -> web.Response:
-                if not api.authorized(request):
-                    return denied(self)
+                facts = request_facts(request)
+                try:
+                    access = api.guard.admit(facts)
+                except Refused as exc:
+                    return refused(self, exc)
                 where = api.owner(api.install_state, prid.encode())
                 if where is None:
-                    return self.json({"error": "unavailable"}, status=503)
+                    return api.reply(self, access, {"error": "unavailable"}, 503)
                 url, partition = where
                 if url is not None:
-                    if FORWARDED in request.headers:
-                        return self.json({"error": "unavailable"}, status=503)
-                    status, body = await api.forward(url, f"/installs/{prid}", request, None)
-                    return self.text(body, content_type=JSON, status=status)
+                    if access.forwarded:
+                        return api.reply(self, access, {"error": "unavailable"}, 503)
+                    path = f"/installs/{prid}"
+                    status, body, headers = await api.forward(url, path, facts, access, None)
+                    return api.reply(self, access, body, status, headers)
                 found = api.install(partition, prid)
                 if found is None:
-                    return self.json({"error": "not_found"}, status=404)
-                return self.json(found)
+                    return api.reply(self, access, {"error": "not_found"}, 404)
+                return api.reply(self, access, found if access.raw else mask_install_view(found))
 
         @app.page("/metrics", name="idstream-metrics")
         class MetricsPage(web.View):
             async def get(self, request: web.Request) -> web.Response:
-                if not api.authorized(request):
-                    return denied(self)
+                try:
+                    api.guard.authenticate(request.headers.get("Authorization"), None)
+                except Refused as exc:
+                    return refused(self, exc)
                 api.metrics.set_lag(await consumer_lag(app, api.lag_topics))
                 return self.text(api.metrics.render(), content_type=CONTENT_TYPE)
 
