@@ -170,9 +170,9 @@ def test_an_install_view_hides_custom_attribute_values_only() -> None:
         "pushRegistrationId": "fcm:1",
         "appCode": "shop",
         "pool": "default",
-        "lifecycle": "personalized",
         "profileId": "p_1",
-        "anonymousProfileId": "a_1",
+        "pending": False,
+        "uninstalledAt": None,
         "primaryDevice": True,
         "systemData": {"platform": "ios"},
         "customAttributes": {"nickname": "anab", "theme": "dark"},
@@ -182,3 +182,11 @@ def test_an_install_view_hides_custom_attribute_values_only() -> None:
     assert set(view) == set(INSTALL_VIEW_RULES)
     masked = mask_install_view(view)
     assert masked == {**view, "customAttributes": {"nickname": HIDDEN, "theme": HIDDEN}}
+
+
+def test_the_rules_name_every_field_the_install_view_has() -> None:
+    from idstream.domain.install_state import InstallRecord
+    from idstream.drivers.faust.web import install_view
+
+    record = InstallRecord("fcm:1", "shop", "default", "e1", "a_1")
+    assert set(install_view(record)) == set(INSTALL_VIEW_RULES)
