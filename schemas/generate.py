@@ -52,6 +52,7 @@ SYSTEM_DATA: dict[str, str] = {
     "geofencingEnabled": "boolean",
     "deviceSecure": "boolean",
     "notificationsEnabled": "boolean",
+    "pushToken": "string",
 }
 PERSON_STANDARD = (
     "firstName",
