@@ -28,7 +28,7 @@ from idstream.domain.events import PoolId
 from idstream.errors import ConfigurationError
 
 ENV_PREFIX = "IDSTREAM_"
-_SECRET_FIELDS = frozenset({"sasl_password", "http_token"})
+_SECRET_FIELDS = frozenset({"sasl_password", "http_token", "gateway_write_keys"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,16 @@ class Settings:
     # Decoder limits (codecs/); also before any state is touched.
     max_record_bytes: int = 65_536
     max_future_skew_ms: int = 24 * 3600 * 1000
+    # Ingestion gateway (`idstream gateway`, docs/gateway.md). Write keys are secrets.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8088
+    gateway_write_keys: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    gateway_max_body_bytes: int = 4 * 1024 * 1024  # RudderStack's batch limit; also unzipped
+    gateway_max_message_bytes: int = 32 * 1024  # Segment's limit per message
+    gateway_sign_out_events: tuple[str, ...] = ("Signed Out",)
+    gateway_force_depersonalize: bool = True
+    gateway_cors_origins: tuple[str, ...] = ("*",)
+    gateway_produce_timeout_ms: int = 10_000
 
     def rules(self) -> RuleConfig:
         """The domain's rule configuration, validated."""
