@@ -88,17 +88,17 @@ async def _serve(
 
     from idstream.errors import BrokerUnavailableError
     from idstream.gateway.kafka import KafkaSink
-    from idstream.gateway.server import create_app
+    from idstream.gateway.server import RUNNER_OPTIONS, create_app
 
     logger = logging.getLogger("idstream.gateway")
-    sink = KafkaSink(settings, config.produce_timeout_s)
+    sink = KafkaSink(settings, config.produce_timeout_s, config.max_pending_bytes)
     try:
         await sink.start()
     except KafkaError as exc:
         raise BrokerUnavailableError(
             f"Kafka at {settings.bootstrap_servers} not usable: {exc!r}"
         ) from exc
-    runner = web.AppRunner(create_app(config, sink), access_log=None)
+    runner = web.AppRunner(create_app(config, sink), **RUNNER_OPTIONS)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)

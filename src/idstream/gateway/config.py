@@ -21,6 +21,9 @@ class GatewayConfig:
     intake: IntakeConfig
     cors_origins: tuple[str, ...] = ("*",)
     produce_timeout_s: float = 10.0
+    # Unacknowledged bytes the producer may hold during an outage before requests get a 503
+    # at once: 16 full batches (64 MiB by default).
+    max_pending_bytes: int = 16 * 4 * 1024 * 1024
     write_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
@@ -66,5 +69,6 @@ class GatewayConfig:
             ),
             cors_origins=settings.gateway_cors_origins,
             produce_timeout_s=settings.gateway_produce_timeout_ms / 1000,
+            max_pending_bytes=16 * body,
             write_keys=keys,
         )

@@ -31,9 +31,15 @@ class DeliveryError(IdstreamError):
 
 
 class KafkaSink:
-    def __init__(self, settings: Settings, timeout_s: float) -> None:
+    """aiokafka's idempotent producer retries a batch until the broker takes it, however long
+    an outage lasts (it never expires one), so the sink bounds what it holds unacknowledged:
+    past `max_pending_bytes` a request is refused at once (DeliveryError, answered 503)."""
+
+    def __init__(self, settings: Settings, timeout_s: float, max_pending_bytes: int) -> None:
         self._settings = settings
         self._timeout_s = timeout_s
+        self._max_pending = max_pending_bytes
+        self._pending = 0  # bytes handed to the producer and not yet acknowledged
         self._producer: Any = None
 
     async def start(self) -> None:
@@ -50,22 +56,47 @@ class KafkaSink:
         await self._producer.start()
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
+        """Flush, waiting at most the produce deadline: records still unacknowledged then
+        belong to requests answered 503, which the SDKs send again."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        stopping = asyncio.ensure_future(producer.stop())
+        try:
+            await asyncio.wait_for(asyncio.shield(stopping), self._timeout_s)
+        except TimeoutError:
+            logger.warning(
+                "stopping with %d bytes Kafka has not acknowledged (answered 503, sent again "
+                "by the SDKs)",
+                self._pending,
+            )
+            # The idempotent producer would retry them forever: end its sender, then stop.
+            await producer._sender.close()
+            await stopping
 
     async def deliver(self, events: Sequence[Record], dead_letters: Sequence[Record]) -> None:
         """Produce the records (input topic, then dead letters) and wait for every ack."""
         topics = self._settings.topics
+        if self._pending > self._max_pending:
+            raise DeliveryError(
+                f"{self._pending} bytes still unacknowledged by Kafka (limit {self._max_pending})"
+            )
         sent: list[asyncio.Future[Any]] = []
 
         async def send_all() -> None:
             for topic, records in ((topics.events, events), (topics.dead_letter, dead_letters)):
                 for record in records:
                     future = await self._producer.send(topic, record.value, key=record.key)
-                    # Read a late failure here, not in asyncio's "never retrieved" log.
-                    future.add_done_callback(_consume)
+                    size = len(record.value)
+                    self._pending += size
+                    future.add_done_callback(lambda f, size=size: self._settled(f, size))
                     sent.append(future)
-            await asyncio.gather(*sent)
+            # Not gather: cancelled at the deadline, it would cancel the records' futures,
+            # which the producer keeps sending.
+            if sent:
+                await asyncio.wait(sent)
+            for future in sent:
+                future.result()
 
         try:
             await asyncio.wait_for(send_all(), self._timeout_s)
@@ -74,7 +105,8 @@ class KafkaSink:
         except KafkaError as exc:
             raise DeliveryError(f"Kafka refused a record: {exc!r}") from exc
 
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+    def _settled(self, future: asyncio.Future[Any], size: int) -> None:
+        self._pending -= size
+        # Read a late failure here, not in asyncio's "exception never retrieved" log.
+        if not future.cancelled():
+            future.exception()

@@ -35,6 +35,9 @@ from idstream.gateway.kafka import DeliveryError
 logger = logging.getLogger(__name__)
 
 ROUTES = ("batch", *SINGLE_ROUTES)
+# Run the app with these (web.AppRunner(app, **RUNNER_OPTIONS)): the gateway unzips bodies
+# itself, with its own cap, and counts the compressed bytes against the body limit.
+RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "access_log": None}
 _ALLOWED_HEADERS = "Authorization, Content-Type, Content-Encoding"
 _READ_CHUNK = 64 * 1024
 
