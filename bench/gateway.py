@@ -229,9 +229,15 @@ def _run_once(bootstrap: str, args: argparse.Namespace, payloads: list[bytes]) -
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            with gateway_process(settings, port, Path(tmp) / "gateway.log"):
+            log = Path(tmp) / "gateway.log"
+            with gateway_process(settings, port, log):
                 url = f"http://127.0.0.1:{port}/v1/batch"
-                return asyncio.run(load(url, payloads, args.concurrency, args.gzip))
+                try:
+                    return asyncio.run(load(url, payloads, args.concurrency, args.gzip))
+                except RuntimeError:
+                    tail = log.read_text(errors="replace").splitlines()[-40:]
+                    print("gateway log (tail):", *tail, sep="\n", file=sys.stderr)
+                    raise
         finally:
             with contextlib.suppress(Exception):
                 asyncio.run(_delete_topics(bootstrap, list(topic_configs(settings))))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -82,14 +82,18 @@ class KafkaSink:
                 f"{self._pending} bytes still unacknowledged by Kafka (limit {self._max_pending})"
             )
         sent: list[asyncio.Future[Any]] = []
-        batches = self._batches(((topics.events, events), (topics.dead_letter, dead_letters)))
 
         async def send_all() -> None:
-            for topic, partition, builder, size in batches:
-                future = await self._producer.send_batch(builder, topic, partition=partition)
-                self._pending += size
-                future.add_done_callback(lambda f, size=size: self._settled(f, size))
-                sent.append(future)
+            # One send per record: the producer's accumulator joins the records of concurrent
+            # requests in shared batches. Whole batches (send_batch) queue one per partition
+            # at a time, so concurrent requests timed out waiting for each other.
+            for topic, records in ((topics.events, events), (topics.dead_letter, dead_letters)):
+                for record in records:
+                    future = await self._producer.send(topic, record.value, key=record.key)
+                    size = len(record.value)
+                    self._pending += size
+                    future.add_done_callback(lambda f, size=size: self._settled(f, size))
+                    sent.append(future)
             # Not gather: cancelled at the deadline, it would cancel the records' futures,
             # which the producer keeps sending.
             if sent:
@@ -103,29 +107,6 @@ class KafkaSink:
             raise DeliveryError(f"Kafka did not acknowledge within {self._timeout_s:g}s") from exc
         except KafkaError as exc:
             raise DeliveryError(f"Kafka refused a record: {exc!r}") from exc
-
-    def _batches(
-        self, groups: Iterable[tuple[str, Sequence[Record]]]
-    ) -> list[tuple[str, int, Any, int]]:
-        """One record batch per topic partition (no future and no coroutine per record),
-        partitioned as the producer would: murmur2 of the key over `settings.partitions`,
-        the count every idstream topic has (ensure_topics refuses another)."""
-        partitions = list(range(self._settings.partitions))
-        partitioner = self._producer._partitioner
-        out: list[tuple[str, int, Any, int]] = []
-        for topic, records in groups:
-            open_: dict[int, tuple[Any, int]] = {}
-            for record in records:
-                partition = partitioner(record.key, partitions, partitions)
-                builder, size = open_.get(partition) or (self._producer.create_batch(), 0)
-                if builder.append(timestamp=None, key=record.key, value=record.value) is None:
-                    # Full: it goes first, in order; the next one takes the record.
-                    out.append((topic, partition, builder, size))
-                    builder, size = self._producer.create_batch(), 0
-                    builder.append(timestamp=None, key=record.key, value=record.value)
-                open_[partition] = (builder, size + len(record.value))
-            out.extend((topic, p, b, size) for p, (b, size) in open_.items())
-        return out
 
     def _settled(self, future: asyncio.Future[Any], size: int) -> None:
         self._pending -= size
