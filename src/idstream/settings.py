@@ -83,6 +83,7 @@ class Settings:
     gateway_write_keys: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     gateway_max_body_bytes: int = 4 * 1024 * 1024  # RudderStack's batch limit; also unzipped
     gateway_max_message_bytes: int = 32 * 1024  # Segment's limit per message
+    gateway_max_batch_messages: int = 1_000  # SDKs send 100 or fewer; bounds dead letters too
     gateway_sign_out_events: tuple[str, ...] = ("Signed Out",)
     gateway_force_depersonalize: bool = True
     gateway_cors_origins: tuple[str, ...] = ("*",)

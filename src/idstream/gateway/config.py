@@ -54,12 +54,15 @@ class GatewayConfig:
             raise ConfigurationError(
                 "gateway_max_message_bytes must be >= 1 and <= gateway_max_body_bytes"
             )
+        if settings.gateway_max_batch_messages < 1:
+            raise ConfigurationError("gateway_max_batch_messages must be >= 1")
         if settings.gateway_produce_timeout_ms < 1:
             raise ConfigurationError("gateway_produce_timeout_ms must be >= 1")
         return cls(
             intake=IntakeConfig(
                 max_body_bytes=body,
                 max_message_bytes=message,
+                max_batch_messages=settings.gateway_max_batch_messages,
                 sign_out_events=frozenset(settings.gateway_sign_out_events),
                 force_depersonalize=settings.gateway_force_depersonalize,
                 limits=Limits(

@@ -46,6 +46,7 @@ class IntakeConfig:
 
     max_body_bytes: int = 4 * 1024 * 1024
     max_message_bytes: int = 32 * 1024
+    max_batch_messages: int = 1_000
     sign_out_events: frozenset[str] = frozenset({"Signed Out"})
     force_depersonalize: bool = True
     limits: Limits = field(default_factory=Limits)
@@ -109,7 +110,9 @@ def parse(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def messages_of(route: str, doc: dict[str, Any], body: bytes) -> list[tuple[Any, bytes | None]]:
+def messages_of(
+    route: str, doc: dict[str, Any], body: bytes, max_messages: int = 1_000
+) -> list[tuple[Any, bytes | None]]:
     """The messages of a request, each with its own bytes when the request has them."""
     if route != "batch":
         # A single-message route decides the type, whatever the body says.
@@ -117,6 +120,12 @@ def messages_of(route: str, doc: dict[str, Any], body: bytes) -> list[tuple[Any,
     batch = doc.get("batch")
     if not isinstance(batch, list):
         raise RequestError(400, "invalid_batch", "$.batch: required, a list of messages")
+    if len(batch) > max_messages:
+        # Each message may cost a dead letter: a body of tiny junk messages must not
+        # turn into many times its size in Kafka.
+        raise RequestError(
+            413, "too_many_messages", f"a batch holds at most {max_messages} messages"
+        )
     shared = doc.get("context")
     if not isinstance(shared, dict) or not shared:
         return [(message, None) for message in batch]

@@ -132,7 +132,8 @@ async def _handle(
         app_code = _body_app_code(doc, config)
     received_at = int(clock() * 1000)
     origin = Origin(route, app_code, received_at, uuid.uuid4().hex)
-    intake = take(messages_of(route, doc, body), app_code, config.intake, origin)
+    messages = messages_of(route, doc, body, limits.max_batch_messages)
+    intake = take(messages, app_code, config.intake, origin)
     if intake.events or intake.dead_letters:
         try:
             await sink.deliver(intake.events, intake.dead_letters)

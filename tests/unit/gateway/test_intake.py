@@ -96,6 +96,14 @@ def test_a_batch_needs_a_list() -> None:
     assert caught.value.code == "invalid_batch"
 
 
+def test_a_batch_holds_a_bounded_number_of_messages() -> None:
+    doc = {"batch": [{}] * 11}
+    assert len(messages_of("batch", doc, b"", max_messages=11)) == 11
+    with pytest.raises(RequestError) as caught:
+        messages_of("batch", doc, b"", max_messages=10)
+    assert (caught.value.status, caught.value.code) == (413, "too_many_messages")
+
+
 def test_a_single_route_decides_the_type_and_keeps_the_body_bytes() -> None:
     body = orjson.dumps({"type": "identify", "event": "x", "anonymousId": "a"})
     [(message, raw)] = messages_of("track", parse(body), body)
