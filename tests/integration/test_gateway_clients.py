@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from idstream.devbroker import free_port
+from idstream.settings import Topics
 from tests.support.gateway import (
     APP_CODE,
     WRITE_KEY,
@@ -120,12 +121,15 @@ async def test_an_sdk_journey_ends_as_the_expected_profile(
 ) -> None:
     topology = Topology(kafka_bootstrap, names, processes, tmp_path, partitions=2)
     port = free_port()
-    settings = gateway_settings(kafka_bootstrap, names, partitions=2)
-    env = {
-        **gateway_env(settings, port),
-        "IDSTREAM_APP_ID": topology.app_id,
-        **{f"IDSTREAM_TOPICS__{k.upper()}": v for k, v in topology.topics.items()},
-    }
+    # The worker's deployment: its app id, partitions and topics.
+    settings = gateway_settings(
+        kafka_bootstrap,
+        names,
+        app_id=topology.app_id,
+        partitions=topology.partitions,
+        topics=Topics(**topology.topics),
+    )
+    env = gateway_env(settings, port)
     # The gateway creates the topics; the worker finds them as it would have made them.
     await start_gateway_process(processes, env)
     lookup_port = await start_worker(topology, processes)
