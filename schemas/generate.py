@@ -847,16 +847,22 @@ def gateway_source() -> Schema:
 
 
 def gateway_original() -> Schema:
-    """Fields of a gateway dead letter whose message was over the message size limit."""
+    """Size fields of a dead letter, written by `idstream gateway` (optional, additive)."""
     return {
         "originalLength": {
             "type": "integer",
             "minimum": 0,
-            "description": "Present when `originalBase64` holds only a prefix: the full length.",
+            "description": "Length of the whole original in bytes.",
         },
         "originalSha256": {
             "type": "string",
-            "description": "Present with `originalLength`: sha256 (hex) of the full original.",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": "SHA-256 of the whole original (lower-case hex).",
+        },
+        "truncated": {
+            "type": "boolean",
+            "description": "True when originalBase64 holds only a prefix of the original "
+            "(a gateway message above gateway_max_message_bytes).",
         },
     }
 
@@ -942,6 +948,9 @@ def dead_letter_schema() -> Schema:
         "reason": "schema_violation",
         "detail": "$.event: a track needs an event name",
         "originalBase64": "eyJ0eXBlIjoidHJhY2sifQ==",
+        "originalLength": 16,
+        "originalSha256": "338932d384008b853f6dd3d47fa582d395ca91ea91d55504fcf32c0a32f7b752",
+        "truncated": False,
         "key": "QjUzNzJEQjAtQzIxRS0xMUU0",
         "headers": [],
         "source": {

@@ -218,13 +218,16 @@ def dead_letter(
 ) -> dict[str, Any]:
     """The dead-letter value of a message (schemas/output/dead-letter.schema.json).
 
-    Above `keep_bytes` the record keeps a prefix with the full length and sha256, so a
-    dead letter always fits a Kafka record.
+    Above `keep_bytes` the record keeps a prefix (`truncated`), with the full length and
+    sha256 always, so a dead letter always fits a Kafka record.
     """
     value: dict[str, Any] = {
         "reason": why.reason.value,
         "detail": why.detail,
         "originalBase64": _b64(original[:keep_bytes]),
+        "originalLength": len(original),
+        "originalSha256": hashlib.sha256(original).hexdigest(),
+        "truncated": len(original) > keep_bytes,
         "key": None if why.key is None else _b64(why.key.encode()),
         "headers": [],
         "source": {
@@ -236,9 +239,6 @@ def dead_letter(
             "index": index,
         },
     }
-    if len(original) > keep_bytes:
-        value["originalLength"] = len(original)
-        value["originalSha256"] = hashlib.sha256(original).hexdigest()
     return value
 
 

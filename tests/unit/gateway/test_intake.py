@@ -152,6 +152,8 @@ def test_valid_messages_are_produced_and_invalid_ones_dead_lettered() -> None:
     }
     assert first["detail"].startswith("$.event")
     assert orjson.loads(base64.b64decode(first["originalBase64"])) == bad
+    assert first["truncated"] is False
+    assert first["originalLength"] == len(base64.b64decode(first["originalBase64"]))
     assert second["source"]["index"] == 3
 
 
@@ -165,6 +167,7 @@ def test_an_oversize_message_keeps_a_prefix_its_length_and_sha256() -> None:
     assert base64.b64decode(letter["originalBase64"]) == raw[: CONFIG.max_message_bytes]
     assert letter["originalLength"] == len(raw)
     assert letter["originalSha256"] == hashlib.sha256(raw).hexdigest()
+    assert letter["truncated"] is True
 
 
 def test_the_workers_decoder_judges_the_mapped_event() -> None:
