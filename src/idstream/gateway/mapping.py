@@ -7,7 +7,7 @@ table. docs/gateway.md states the same rules for users; keep the two together.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -75,6 +75,8 @@ class Refused:
 
 
 Outcome = Mapped | Ignored | Refused
+Events = tuple[dict[str, Any], ...]
+MessageMapper = Callable[[dict[str, Any], MappingConfig, dict[str, Any]], Events]
 
 
 class _Refuse(Exception):
@@ -186,7 +188,7 @@ def _track(message: dict[str, Any], config: MappingConfig, common: dict[str, Any
     return (_custom(common, name, flatten(properties)),)
 
 
-def _screen_or_page(kind: str) -> Any:
+def _screen_or_page(kind: str) -> MessageMapper:
     def events(message: dict[str, Any], config: MappingConfig, common: dict[str, Any]) -> Events:
         properties = flatten(_object(message, "properties"))
         for name in ("name", "category"):
@@ -197,9 +199,7 @@ def _screen_or_page(kind: str) -> Any:
     return events
 
 
-Events = tuple[dict[str, Any], ...]
-
-_EVENTS_OF: Final = {
+_EVENTS_OF: Final[Mapping[str, MessageMapper]] = {
     "identify": _identify,
     "alias": _alias,
     "track": _track,
