@@ -100,6 +100,12 @@ async def test_every_single_route(gateway: LiveGateway) -> None:
     }
 
 
+async def test_v1_b_is_the_batch_route_of_segments_mobile_libraries(gateway: LiveGateway) -> None:
+    response = await gateway.post("/v1/b", {"batch": [msg("track", "b1", event="x")]})
+    assert response.status == 200 and (await response.json())["produced"] == 1
+    assert [e["eventId"] for e in values(await gateway.events())] == ["b1"]
+
+
 async def test_an_unknown_route_is_a_404(gateway: LiveGateway) -> None:
     assert (await gateway.post("/v1/import", {"batch": []})).status == 404
 

@@ -35,6 +35,8 @@ from idstream.gateway.kafka import DeliveryError
 logger = logging.getLogger(__name__)
 
 ROUTES = ("batch", *SINGLE_ROUTES)
+# Segment's newer mobile libraries post batches to <apiHost>/b, apiHost being "<host>/v1".
+_ALIASES = {"b": "batch"}
 # Run the app with these (web.AppRunner(app, **RUNNER_OPTIONS)): the gateway unzips bodies
 # itself, with its own cap, and counts the compressed bytes against the body limit.
 RUNNER_OPTIONS: dict[str, Any] = {"auto_decompress": False, "access_log": None}
@@ -87,6 +89,7 @@ def create_app(
 
     async def track(request: web.Request) -> web.Response:
         route = request.match_info["route"]
+        route = _ALIASES.get(route, route)
         if route not in ROUTES:
             raise web.HTTPNotFound()
         try:
@@ -211,7 +214,7 @@ def _json(value: Any, status: int, headers: dict[str, str] | None = None) -> web
 
 async def _preflight(request: web.Request) -> web.Response:
     # The CORS middleware adds the allow headers; an unknown route is still a 404.
-    if request.match_info["route"] not in ROUTES:
+    if request.match_info["route"] not in (*ROUTES, *_ALIASES):
         raise web.HTTPNotFound()
     return web.Response(status=204)
 
