@@ -114,6 +114,7 @@ SYSTEM_DATA: dict[str, str] = {
     "geofencingEnabled": "boolean",
     "deviceSecure": "boolean",
     "notificationsEnabled": "boolean",
+    "pushToken": "string",
 }
 PERSON_STANDARD = (
     "firstName",
@@ -939,6 +940,48 @@ def profile_snapshot_schema() -> Schema:
     )
 
 
+def gateway_source() -> Schema:
+    """A dead letter's source when the gateway refused a message of an HTTP request."""
+    return {
+        "type": "object",
+        "description": "A message of a tracking-API request that `idstream gateway` refused.",
+        "required": ["kind", "route", "appCode", "receivedAt", "requestId", "index"],
+        "properties": {
+            "kind": {"const": "gateway", "description": "Always `gateway`."},
+            "route": {"type": "string", "description": "Request path, e.g. `/v1/batch`."},
+            "appCode": {"type": "string", "description": "appCode of the request's write key."},
+            "receivedAt": {"type": "integer", "description": "Gateway receive time (ms)."},
+            "requestId": {"type": "string", "description": "Id of the request (logged too)."},
+            "index": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Position of the message in the request (0 for single routes).",
+            },
+        },
+    }
+
+
+def gateway_original() -> Schema:
+    """Size fields of a dead letter, written by `idstream gateway` (optional, additive)."""
+    return {
+        "originalLength": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Length of the whole original in bytes.",
+        },
+        "originalSha256": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": "SHA-256 of the whole original (lower-case hex).",
+        },
+        "truncated": {
+            "type": "boolean",
+            "description": "True when originalBase64 holds only a prefix of the original "
+            "(a gateway message above gateway_max_message_bytes).",
+        },
+    }
+
+
 def dead_letter_schema() -> Schema:
     body: Schema = {
         "type": "object",
@@ -997,16 +1040,31 @@ def dead_letter_schema() -> Schema:
                 },
             },
             "source": {
-                "type": "object",
-                "description": "Where the record was read.",
-                "required": ["topic", "partition", "offset", "timestamp"],
-                "properties": {
-                    "topic": {"type": "string", "description": "Input topic."},
-                    "partition": {"type": "integer", "minimum": 0, "description": "Partition."},
-                    "offset": {"type": "integer", "minimum": 0, "description": "Offset."},
-                    "timestamp": {"type": "integer", "description": "Kafka record time (ms)."},
-                },
+                "description": "Where the record came from: an input record, or a message "
+                "of an `idstream gateway` request (`kind`: `gateway`).",
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "description": "Where the record was read.",
+                        "required": ["topic", "partition", "offset", "timestamp"],
+                        "properties": {
+                            "topic": {"type": "string", "description": "Input topic."},
+                            "partition": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "description": "Partition.",
+                            },
+                            "offset": {"type": "integer", "minimum": 0, "description": "Offset."},
+                            "timestamp": {
+                                "type": "integer",
+                                "description": "Kafka record time (ms).",
+                            },
+                        },
+                    },
+                    gateway_source(),
+                ],
             },
+            **gateway_original(),
         },
     }
     example = {
@@ -1025,6 +1083,24 @@ def dead_letter_schema() -> Schema:
             "timestamp": 1732352400000,
         },
     }
+    gateway_example = {
+        "reason": "schema_violation",
+        "detail": "$.event: a track needs an event name",
+        "originalBase64": "eyJ0eXBlIjoidHJhY2sifQ==",
+        "originalLength": 16,
+        "originalSha256": "338932d384008b853f6dd3d47fa582d395ca91ea91d55504fcf32c0a32f7b752",
+        "truncated": False,
+        "key": "QjUzNzJEQjAtQzIxRS0xMUU0",
+        "headers": [],
+        "source": {
+            "kind": "gateway",
+            "route": "/v1/batch",
+            "appCode": "shop-ios",
+            "receivedAt": 1732352400000,
+            "requestId": "5f0c8e2a9b7d4c1e8f6a3b2d1c0e9f8a",
+            "index": 2,
+        },
+    }
     return document(
         "output/dead-letter",
         "dead letter",
@@ -1032,7 +1108,7 @@ def dead_letter_schema() -> Schema:
         "prefix, the length and the sha256), reason code, detail and source position. Key: "
         "the original key.",
         body,
-        [example],
+        [example, gateway_example],
     )
 
 

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "digest": ("idstream.digest_cli", "print a stable hash of all state tables"),
     "profile": ("idstream.lookup_cli", "look a profile up on a worker (HTTP API), masked"),
     "tail": ("idstream.tail_cli", "follow profile changes (--all: every output topic)"),
+    "gateway": ("idstream.gateway.cli", "Segment/RudderStack-compatible tracking API to Kafka"),
 }
 
 

@@ -30,7 +30,9 @@ from idstream.domain.messages import DEAD_LETTER_MAX_BYTES
 from idstream.errors import ConfigurationError
 
 ENV_PREFIX = "IDSTREAM_"
-_SECRET_FIELDS = frozenset({"sasl_password", "http_token", "http_raw_token", "http_forward_secret"})
+_SECRET_FIELDS = frozenset(
+    {"sasl_password", "http_token", "http_raw_token", "http_forward_secret", "gateway_write_keys"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,17 @@ class Settings:
     # The input log's order (SPEC §5): a silent input partition a pool waits for gets a tick
     # record after this long.
     tick_ms: int = 100
+    # Ingestion gateway (`idstream gateway`, docs/gateway.md). Write keys are secrets.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8088
+    gateway_write_keys: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    gateway_max_body_bytes: int = 4 * 1024 * 1024  # RudderStack's batch limit; also unzipped
+    gateway_max_message_bytes: int = 32 * 1024  # Segment's limit per message
+    gateway_max_batch_messages: int = 1_000  # SDKs send 100 or fewer; bounds dead letters too
+    gateway_sign_out_events: tuple[str, ...] = ("Signed Out",)
+    gateway_force_depersonalize: bool = True
+    gateway_cors_origins: tuple[str, ...] = ("*",)
+    gateway_produce_timeout_ms: int = 10_000
 
     def rules(self) -> RuleConfig:
         """The domain's rule configuration, validated."""

@@ -60,6 +60,8 @@ SYSTEM_DATA_FIELDS: Mapping[str, type] = MappingProxyType(
         "geofencingEnabled": bool,
         "deviceSecure": bool,
         "notificationsEnabled": bool,
+        # The current push token; the install id (pushRegistrationId) stays when it rotates.
+        "pushToken": str,
     }
 )
 
