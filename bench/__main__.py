@@ -14,7 +14,18 @@ from collections.abc import Sequence
 from bench import harness
 
 # Cheapest first; a module that is not there (yet) is left out.
-ORDER = ("generate", "decode", "ceiling", "core", "gateway", "state", "memory", "rebuild", "e2e")
+ORDER = (
+    "generate",
+    "decode",
+    "ceiling",
+    "core",
+    "gateway",
+    "state",
+    "memory",
+    "rebuild",
+    "e2e",
+    "peers",
+)
 
 
 def _available() -> list[str]:

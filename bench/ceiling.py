@@ -2,6 +2,8 @@
 
 What any Python stage on this machine can reach at best: no state, no rules, one process.
 Broker: $KAFKA_BOOTSTRAP_SERVERS if set, else a throwaway `idstream.devbroker.LocalKafka`.
+`python -m bench.ceiling BOOTSTRAP SOURCE SINK PARTITIONS EVENTS` runs one loop as a process
+of its own (how `bench peers` runs it).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,11 +48,20 @@ def broker() -> Iterator[str]:
         yield kafka.bootstrap_servers
 
 
-async def _create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+async def _create_topics(
+    bootstrap: str,
+    names: list[str],
+    partitions: int,
+    configs: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Create `names` with `partitions` each; `configs` gives topic-level config by name."""
+    configs = configs or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(n, partitions, replication_factor=1) for n in names])
+        await admin.create_topics(
+            [NewTopic(n, partitions, 1, topic_configs=configs.get(n, {})) for n in names]
+        )
     finally:
         await admin.close()
 
@@ -63,6 +75,11 @@ async def _delete_topics(bootstrap: str, names: list[str]) -> None:
         await admin.close()
 
 
+def traffic_config(events: int) -> TrafficConfig:
+    """The simulated input of the Kafka benchmarks: default mix, one user per 100 events."""
+    return TrafficConfig(events=events, users=max(1000, events // 100))
+
+
 async def fill(bootstrap: str, topic: str, events: int) -> Sample:
     """Produce the simulated input (timed too: the producer-only figure)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **_PRODUCER)
@@ -70,7 +87,7 @@ async def fill(bootstrap: str, topic: str, events: int) -> Sample:
     started = time.perf_counter()
     try:
         pending: list[asyncio.Future[Any]] = []
-        for record in Traffic(TrafficConfig(events=events, users=max(1000, events // 100))):
+        for record in Traffic(traffic_config(events)):
             pending.append(await producer.send(topic, record.value, key=record.key))
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
@@ -149,3 +166,16 @@ def run(args: argparse.Namespace) -> Report:
         )
         asyncio.run(_measure(bootstrap, args, report))
     return report
+
+
+def _main(argv: list[str]) -> None:
+    """`python -m bench.ceiling BOOTSTRAP SOURCE SINK PARTITIONS EVENTS`: one `pipe` as a
+    process of its own (`bench peers` times it from spawn), its sample printed as JSON."""
+    bootstrap, source, sink, partitions, events = argv
+    sample = asyncio.run(pipe(bootstrap, source, sink, int(partitions), int(events)))
+    result = {"events": sample.events, "seconds": sample.seconds, **sample.extra}
+    print(orjson.dumps(result).decode())
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

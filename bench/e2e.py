@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+async def wait_committed(
+    settings: Settings, topics: list[str], check: Callable[[], None], timeout: float = 900
+) -> float:
+    """Time of the first of two consecutive readings of group `settings.app_id` having
+    committed everything in `topics` (a decision can add work); `check` raises if a
+    process died."""
+    deadline = time.perf_counter() + timeout
+    first_zero: float | None = None
+    while True:
+        check()
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"group not caught up after {timeout} s")
+        at = time.perf_counter()
+        try:
+            lag = await group_lag(settings, topics)
+        except (KafkaError, OSError):  # coordinator moving, metadata not there yet
+            lag = -1
+        if lag == 0:
+            if first_zero is not None:
+                return first_zero
+            first_zero = at
+        else:
+            first_zero = None
+        await asyncio.sleep(0.25)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the live processes `pids` so far (all their threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 class Deployment:
     """One idstream deployment: settings, worker processes and their logs."""
 
@@ -103,10 +141,12 @@ class Deployment:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
 
-    async def create_topics(self) -> None:
+    async def create_topics(self, configs: dict[str, dict[str, str]] | None = None) -> None:
         # Made here, not by the worker: right after creating, a describe can still show no
         # partitions, which `ensure_topics` takes for a partition-count mismatch.
-        await _create_topics(self.env["IDSTREAM_BOOTSTRAP_SERVERS"], self.topics(), self.partitions)
+        await _create_topics(
+            self.env["IDSTREAM_BOOTSTRAP_SERVERS"], self.topics(), self.partitions, configs
+        )
 
     def start(self, count: int) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith("IDSTREAM_")}
@@ -152,25 +192,9 @@ class Deployment:
 
     async def wait_committed(self, timeout: float = 900) -> float:
         """Time of the first of two consecutive lag-0 readings (a decision can add work)."""
-        deadline = time.perf_counter() + timeout
-        topics = pipeline_topics(self.settings)
-        first_zero: float | None = None
-        while True:
-            self.check()
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"group not caught up after {timeout} s")
-            at = time.perf_counter()
-            try:
-                lag = await group_lag(self.settings, topics)
-            except (KafkaError, OSError):  # coordinator moving, metadata not there yet
-                lag = -1
-            if lag == 0:
-                if first_zero is not None:
-                    return first_zero
-                first_zero = at
-            else:
-                first_zero = None
-            await asyncio.sleep(0.25)
+        return await wait_committed(
+            self.settings, pipeline_topics(self.settings), self.check, timeout
+        )
 
     async def produced(self) -> dict[str, int]:
         """Records the workers wrote: outputs, internal topics, table changelogs."""
@@ -195,13 +219,7 @@ class Deployment:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the live workers so far (all their threads)."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for proc in self.procs:
-            with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / tick
-        return total
+        return cpu_seconds([proc.pid for proc in self.procs])
 
     def stop(self) -> None:
         for proc in self.procs:
