@@ -48,6 +48,10 @@ def broker() -> Iterator[str]:
         yield kafka.bootstrap_servers
 
 
+# How idstream creates its input topic (drivers/faust/topics.py): the broker stamps records.
+INPUT_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+
+
 async def _create_topics(
     bootstrap: str,
     names: list[str],
@@ -141,7 +145,7 @@ async def _measure(bootstrap: str, args: argparse.Namespace, report: Report) -> 
     tag = uuid.uuid4().hex[:8]
     source = f"bench.ceiling.in.{tag}"
     sinks = [f"bench.ceiling.out.{tag}.{i}" for i in range(args.runs)]
-    await _create_topics(bootstrap, [source, *sinks], args.partitions)
+    await _create_topics(bootstrap, [source, *sinks], args.partitions, {source: INPUT_CONFIG})
     try:
         produced = await fill(bootstrap, source, args.events)
         report.notes.append(

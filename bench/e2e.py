@@ -31,7 +31,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from bench.ceiling import _PRODUCER, _create_topics, _delete_topics, broker, fill, pipe
+from bench.ceiling import (
+    _PRODUCER,
+    INPUT_CONFIG,
+    _create_topics,
+    _delete_topics,
+    broker,
+    fill,
+    pipe,
+)
 from bench.harness import Report, Sample
 from idstream.devbroker import die_with_parent, free_port
 from idstream.drivers.faust.topics import group_lag, pipeline_topics
@@ -294,7 +302,7 @@ async def _latency(
     """Paced producing at `rate`/s to a fresh input; latency per resolved event, in ms."""
     tag = uuid.uuid4().hex[:8]
     source = f"bench.e2e.lat.{tag}"
-    await _create_topics(bootstrap, [source], args.partitions)
+    await _create_topics(bootstrap, [source], args.partitions, {source: INPUT_CONFIG})
     dep = Deployment(bootstrap, source, args.partitions, root, args.worker_env)
     paced = max(100, int(rate * args.latency_seconds))
     warm = 50
@@ -379,7 +387,7 @@ async def _measure(bootstrap: str, args: argparse.Namespace, report: Report) -> 
     source = f"bench.e2e.in.{tag}"
     sinks = [f"bench.e2e.ceiling.{tag}.{i}" for i in range(args.runs)]
     counts = [int(w) for w in args.workers.split(",")]
-    await _create_topics(bootstrap, [source, *sinks], args.partitions)
+    await _create_topics(bootstrap, [source, *sinks], args.partitions, {source: INPUT_CONFIG})
     by_workers: dict[int, list[Sample]] = {w: [] for w in counts}
     ceiling: list[Sample] = []
     with tempfile.TemporaryDirectory(prefix="idstream-bench-e2e-") as tmp:

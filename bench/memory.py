@@ -47,13 +47,13 @@ async def _worker_peak(
     bootstrap: str, config: TrafficConfig, partitions: int, root: Path
 ) -> tuple[float, int]:
     """(seconds from spawn to all committed, peak RSS KiB) of one worker on `config`'s events."""
-    from bench.ceiling import _create_topics, _delete_topics
+    from bench.ceiling import INPUT_CONFIG, _create_topics, _delete_topics
     from bench.e2e import Deployment
     from idstream.simulate.cli import produce
     from idstream.simulate.traffic import Traffic
 
     source = f"bench.memory.in.{uuid.uuid4().hex[:8]}"
-    await _create_topics(bootstrap, [source], partitions)
+    await _create_topics(bootstrap, [source], partitions, {source: INPUT_CONFIG})
     dep = Deployment(bootstrap, source, partitions, root, [])
     try:
         await produce(iter(Traffic(config)), bootstrap, source)

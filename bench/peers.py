@@ -43,7 +43,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.ceiling import _PRODUCER, _create_topics, _delete_topics, broker, fill, traffic_config
+from bench.ceiling import (
+    _PRODUCER,
+    INPUT_CONFIG,
+    _create_topics,
+    _delete_topics,
+    broker,
+    fill,
+    traffic_config,
+)
 from bench.e2e import Deployment, cpu_seconds, wait_committed
 from bench.harness import Report, Sample
 from idstream.devbroker import die_with_parent
@@ -299,7 +307,9 @@ async def _measure(bootstrap: str, args: argparse.Namespace, report: Report) -> 
     runs: dict[str, list[PeerRun]] = {s: [] for s in systems}
     with tempfile.TemporaryDirectory(prefix="idstream-bench-peers-") as tmp:
         bench = Bench(bootstrap, args, Path(tmp))
-        await _create_topics(bootstrap, [bench.source], args.partitions)
+        await _create_topics(
+            bootstrap, [bench.source], args.partitions, {bench.source: INPUT_CONFIG}
+        )
         try:
             produced = await fill(bootstrap, bench.source, args.events)
             report.notes.append(f"pre-producing the input ran at {produced.rate:,.0f}/s")

@@ -92,13 +92,13 @@ def _rebuild(dep: Any) -> tuple[float, float]:
 
 
 async def _kafka_runs(bootstrap: str, args: argparse.Namespace, report: Report) -> None:
-    from bench.ceiling import _create_topics, _delete_topics, fill, pipe
+    from bench.ceiling import INPUT_CONFIG, _create_topics, _delete_topics, fill, pipe
     from bench.e2e import Deployment
 
     tag = uuid.uuid4().hex[:8]
     source = f"bench.rebuild.in.{tag}"
     sinks = [f"bench.rebuild.ceiling.{tag}.{i}" for i in range(args.runs)]
-    await _create_topics(bootstrap, [source, *sinks], args.partitions)
+    await _create_topics(bootstrap, [source, *sinks], args.partitions, {source: INPUT_CONFIG})
     ceiling: list[Sample] = []
     try:
         produced = await fill(bootstrap, source, args.events)

@@ -260,7 +260,7 @@ async def _send(sim: Traffic, settings: Settings, rate: int) -> None:
 async def _wait_processed(
     settings: Settings, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 600
 ) -> None:
-    from idstream.drivers.faust.topics import group_lag, pipeline_topics
+    from idstream.drivers.faust.topics import group_lag, pending_claims, pipeline_topics
 
     deadline = time.monotonic() + timeout
     caught_up = 0
@@ -270,7 +270,9 @@ async def _wait_processed(
         if time.monotonic() > deadline:
             raise BrokerUnavailableError(f"the worker did not catch up in {timeout} s")
         lag = await group_lag(settings, pipeline_topics(settings))
-        caught_up = caught_up + 1 if lag == 0 else 0
+        # Done when everything is read and no claim waits for a tick.
+        quiet = lag == 0 and await pending_claims(settings) == 0
+        caught_up = caught_up + 1 if quiet else 0
         await asyncio.sleep(0.5)
 
 

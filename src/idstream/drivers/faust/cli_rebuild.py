@@ -30,7 +30,7 @@ def _bar(done: int, total: int, started: float, width: int = 30) -> str:
 def run(args: argparse.Namespace) -> int:
     from idstream.devbroker import die_with_parent
     from idstream.drivers.faust.rebuild import reset
-    from idstream.drivers.faust.topics import group_lag, pipeline_topics
+    from idstream.drivers.faust.topics import group_lag, pending_claims, pipeline_topics
     from idstream.errors import IdstreamError
     from idstream.settings import load_settings
 
@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
             lag = asyncio.run(group_lag(settings, pipeline_topics(settings)))
             input_lag = asyncio.run(group_lag(settings, [settings.topics.events]))
             print(_bar(total - input_lag, total, started), end="", file=sys.stderr, flush=True)
-            caught_up = caught_up + 1 if lag == 0 else 0
+            # Done when everything is read and no claim waits for a tick.
+            quiet = lag == 0 and asyncio.run(pending_claims(settings)) == 0
+            caught_up = caught_up + 1 if quiet else 0
             time.sleep(0.5)
     finally:
         worker.terminate()

@@ -253,3 +253,30 @@ async def records_between(
         return not records or records[0].offset < end
     finally:
         await client.stop()
+
+
+async def pending_claims(settings: Settings) -> float:
+    """Claims the worker serving `settings`' HTTP port holds back for the watermark (its
+    `idstream_pending_claims` metric); a worker not answering yet counts as one pending."""
+    import urllib.error
+    import urllib.request
+
+    host = settings.http_host if settings.http_host not in ("0.0.0.0", "::") else "127.0.0.1"
+    request = urllib.request.Request(f"http://{host}:{settings.http_port}/metrics")
+    if settings.http_token:
+        request.add_header("Authorization", f"Bearer {settings.http_token}")
+
+    def fetch() -> str:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our worker
+            body: bytes = response.read()
+        return body.decode("utf-8")
+
+    try:
+        text = await asyncio.to_thread(fetch)
+    except (OSError, urllib.error.URLError):
+        return 1.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("idstream_pending_claims{")
+    )
