@@ -267,7 +267,7 @@ async def pending_claims(settings: Settings) -> float:
         request.add_header("Authorization", f"Bearer {settings.http_token}")
 
     def fetch() -> str:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our worker
+        with urllib.request.urlopen(request, timeout=10) as response:
             body: bytes = response.read()
         return body.decode("utf-8")
 
