@@ -50,7 +50,15 @@ from idstream.storage.partitions import STAGE_TABLES
 
 DESCRIPTION = "idstream workers on Kafka, spawn to all committed, vs the raw aiokafka ceiling"
 READY_LINE = "[^Worker]: Ready"
-_ROLES = ("resolved_events", "profile_changes", "profiles", "dead_letter", "claims", "decisions")
+_ROLES = (
+    "resolved_events",
+    "profile_changes",
+    "profiles",
+    "dead_letter",
+    "claims",
+    "decisions",
+    "forget_register",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +148,8 @@ class Deployment:
             "IDSTREAM_APP_ID": f"bench-e2e-{tag}",
             "IDSTREAM_PARTITIONS": str(partitions),
             "IDSTREAM_TOPICS__EVENTS": source,
+            # Benchmark data: the public dev key for hashes of personal data.
+            "IDSTREAM_DEV_MODE": "true",
         }
         self.extra = dict(item.split("=", 1) for item in extra)
         for role in _ROLES:

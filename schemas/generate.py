@@ -1112,8 +1112,42 @@ def dead_letter_schema() -> Schema:
     )
 
 
+def forget_register_schema() -> Schema:
+    body: Schema = {
+        "type": "object",
+        "required": ["pool", "timestamp", "position"],
+        "properties": {
+            "pool": string("Identity pool of the forgotten identity or install.", min_length=1),
+            "timestamp": {
+                "type": "integer",
+                "description": "Event time of the forget (device time, ms): an event of the "
+                "identity or install stamped before it, logged after it, is dropped.",
+            },
+            "position": {
+                "type": "array",
+                "description": "The forget's position in the input log: effective time (ms), "
+                "partition, offset. A rebuild publishes nothing of the person from before it.",
+                "items": {"type": "integer"},
+                "minItems": 3,
+                "maxItems": 3,
+            },
+        },
+    }
+    example = {"pool": "default", "timestamp": 1732352400000, "position": [1732352400120, 3, 1842]}
+    return document(
+        "output/forget-register",
+        "forget register entry",
+        "One forgotten identity or install (SPEC §4.10). Compacted; the key is a keyed hash "
+        "(HMAC-SHA256 with the deployment's secret) of the identity or install, never the "
+        "value. A rebuild reads the topic before it starts.",
+        body,
+        [example],
+    )
+
+
 def all_schemas() -> dict[str, Schema]:
     out = input_schemas()
+    out["output/forget-register.schema.json"] = forget_register_schema()
     out["output/resolved-event.schema.json"] = resolved_event_schema()
     out["output/profile-change.schema.json"] = profile_change_schema()
     out["output/profile-snapshot.schema.json"] = profile_snapshot_schema()

@@ -23,6 +23,10 @@ from tests.support.processes import ProcessPool
 
 logger = logging.getLogger(__name__)
 
+# Every worker, rebuild and replay the suite starts shares this key for hashes of personal
+# data (they refuse to start without one); a test that checks the refusal removes it.
+os.environ.setdefault("IDSTREAM_PERSONAL_DATA_KEY", "idstream-test-suite-key")
+
 KAFKA_IMAGE = f"apache/kafka:{KAFKA_VERSION}"
 DOCKER_PROBE_TIMEOUT = 2
 BROKER_READY_TIMEOUT = 90.0

@@ -137,7 +137,10 @@ def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         # Small segments and indexes: many short-lived test topics, little disk.
         "log.segment.bytes": str(16 * 1024 * 1024),
         "log.index.size.max.bytes": str(1024 * 1024),
-        "log.retention.check.interval.ms": "60000",
+        # Retention and compaction soon after a topic allows them: tests check that erasure on
+        # the broker completes (docs/operations.md, "Personal data").
+        "log.retention.check.interval.ms": "2000",
+        "log.cleaner.backoff.ms": "1000",
         "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         "log.cleaner.threads": "1",
         "num.network.threads": "2",

@@ -31,8 +31,18 @@ from idstream.errors import ConfigurationError
 
 ENV_PREFIX = "IDSTREAM_"
 _SECRET_FIELDS = frozenset(
-    {"sasl_password", "http_token", "http_raw_token", "http_forward_secret", "gateway_write_keys"}
+    {
+        "sasl_password",
+        "http_token",
+        "http_raw_token",
+        "http_forward_secret",
+        "gateway_write_keys",
+        "personal_data_key",
+    }
 )
+# The key `dev_mode` uses: every deployment that runs it shares it, so hashes made with it
+# protect nothing. Only for trying idstream out (the demo, tests).
+DEV_PERSONAL_DATA_KEY = b"idstream-dev-mode-not-a-secret"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +56,8 @@ class Topics:
     dead_letter: str = "idstream.dead-letter"
     claims: str = "idstream.internal.claims"
     decisions: str = "idstream.internal.decisions"
+    # Compacted, no raw personal data; a rebuild keeps it and applies it first (SPEC §4.10).
+    forget_register: str = "idstream.forget-register"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +114,20 @@ class Settings:
     # The input log's order (SPEC §5): a silent input partition a pool waits for gets a tick
     # record after this long.
     tick_ms: int = 100
+    # Personal data (docs/operations.md, "Personal data"): the secret of every keyed hash of an
+    # identity (identity index, forget register). Every worker, rebuild and replay of one
+    # deployment must share it; from the environment or a file outside the data dir.
+    personal_data_key: str | None = None
+    personal_data_key_file: str | None = None
+    # Without a key, a worker, rebuild or replay refuses to start, unless dev_mode says this
+    # deployment is for trying idstream out (a fixed, public key is used then).
+    dev_mode: bool = False
+    # Erasure deadline on the broker: compacted topics (profiles, table changelogs, the forget
+    # register) are compacted at the latest this long after a record is superseded.
+    erasure_deadline_ms: int = 24 * 3600 * 1000
+    # How long the internal topics (claims, decisions) keep records: longer than the worst
+    # lag a worker may fall behind, shorter than you may keep personal data in transit.
+    internal_retention_ms: int = 7 * 24 * 3600 * 1000
     # Ingestion gateway (`idstream gateway`, docs/gateway.md). Write keys are secrets.
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8088
@@ -157,6 +183,38 @@ class Settings:
             blocklist=DEFAULT_BLOCKLIST | {v.strip().lower() for v in self.extra_blocklist},
             launch_dedup_ms=self.launch_dedup_ms,
             dedup_window_ms=self.dedup_window_ms,
+            personal_key=self._personal_key_or_empty(),
+        )
+
+    def _personal_key_or_empty(self) -> bytes:
+        # Entry points call personal_key() first, so a deployment without a key never gets
+        # here with an empty one; tools that hash nothing (simulate, tail) need none.
+        try:
+            return self.personal_key()
+        except ConfigurationError:
+            return b""
+
+    def personal_key(self) -> bytes:
+        """The secret for keyed hashes of personal data; ConfigurationError if none is set and
+        this is not a dev-mode deployment."""
+        if self.personal_data_key:
+            return self.personal_data_key.encode("utf-8")
+        if self.personal_data_key_file:
+            path = Path(self.personal_data_key_file)
+            try:
+                secret = path.read_bytes().strip()
+            except OSError as exc:
+                raise ConfigurationError(f"cannot read personal_data_key_file: {exc}") from exc
+            if len(secret) < 16:
+                raise ConfigurationError("personal_data_key_file holds fewer than 16 bytes")
+            return secret
+        if self.dev_mode:
+            return DEV_PERSONAL_DATA_KEY
+        raise ConfigurationError(
+            "no key for hashes of personal data: set IDSTREAM_PERSONAL_DATA_KEY (or "
+            "IDSTREAM_PERSONAL_DATA_KEY_FILE, a file outside the data dir) to a secret shared by "
+            "every worker, rebuild and replay of this deployment; or IDSTREAM_DEV_MODE=true to "
+            "try idstream out with a public key (docs/operations.md, 'Personal data')"
         )
 
     def limits(self) -> Limits:

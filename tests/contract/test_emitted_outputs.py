@@ -25,6 +25,7 @@ SCHEMA = {
     OutputTopic.PROFILE_CHANGES: "output/profile-change.schema.json",
     OutputTopic.PROFILES: "output/profile-snapshot.schema.json",
     OutputTopic.DEAD_LETTER: "output/dead-letter.schema.json",
+    OutputTopic.FORGET_REGISTER: "output/forget-register.schema.json",
 }
 
 MIX = {

@@ -16,7 +16,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from idstream.codecs import DEFAULT_LIMITS
 from idstream.domain.messages import DEAD_LETTER_MAX_BYTES, dead_letter_topic_bytes
-from tests.support.kafka import create_topics
+from tests.support.kafka import INPUT_CONFIG, create_topics
 from tests.support.names import UniqueNames
 from tests.support.processes import ProcessPool
 from tests.support.topology import Topology
@@ -73,7 +73,7 @@ async def test_oversize_records_at_and_above_the_limits_become_bounded_dead_lett
         kafka_bootstrap,
         [topology.topics["events"]],
         1,
-        {"max.message.bytes": str(INPUT_MAX_BYTES)},
+        {**INPUT_CONFIG, "max.message.bytes": str(INPUT_MAX_BYTES)},
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka_bootstrap, acks="all", max_request_size=INPUT_MAX_BYTES

@@ -337,9 +337,25 @@ def test_a_worker_beyond_loopback_without_a_token_refuses_to_start(
                 "dead_letter",
                 "claims",
                 "decisions",
+                "forget_register",
             )
         },
     }
     done = cli("worker", env=env)
     assert done.returncode != 0
     assert "IDSTREAM_HTTP_TOKEN" in done.stdout + done.stderr
+
+
+def test_a_worker_without_a_key_for_personal_data_refuses_to_start(
+    kafka_bootstrap: str, names: UniqueNames, tmp_path: Path
+) -> None:
+    env = {
+        "IDSTREAM_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "IDSTREAM_APP_ID": names.app_id(),
+        "IDSTREAM_DATA_DIR": str(tmp_path / "state"),
+        "IDSTREAM_PERSONAL_DATA_KEY": "",
+    }
+    done = cli("worker", env=env)
+    assert done.returncode == 2
+    assert "IDSTREAM_PERSONAL_DATA_KEY" in done.stderr
+    assert not (tmp_path / "state").exists()

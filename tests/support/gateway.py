@@ -44,6 +44,7 @@ def gateway_settings(bootstrap: str, names: UniqueNames, **changes: Any) -> Sett
         dead_letter=names.topic("dead"),
         claims=names.topic("claims"),
         decisions=names.topic("decisions"),
+        forget_register=names.topic("forget-register"),
     )
     base = Settings(
         bootstrap_servers=bootstrap,

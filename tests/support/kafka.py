@@ -192,3 +192,24 @@ async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes
         return out
     finally:
         await consumer.stop()
+
+
+async def read_from(
+    bootstrap: str, topic: str, starts: dict[TopicPartition, int]
+) -> list[tuple[bytes | None, bytes | None]]:
+    """The records of `topic` from the given offset of each partition on (0 where none given)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, topic)
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[tuple[bytes | None, bytes | None]] = []
+        for tp in tps:
+            consumer.seek(tp, starts.get(tp, 0))
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                out.extend((m.key, m.value) for m in batch.get(tp, []))
+        return out
+    finally:
+        await consumer.stop()

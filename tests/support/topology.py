@@ -7,9 +7,10 @@ worker. It waits on conditions (offsets committed) with deadlines, never on fixe
 from __future__ import annotations
 
 import asyncio
+import os
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from idstream.devbroker import free_port
@@ -17,7 +18,7 @@ from idstream.digest import RESOLVER_DIGEST_EXCLUDED, RESOLVER_TABLE_TYPES, stat
 from idstream.drivers.faust.export import read_envelopes
 from idstream.drivers.local.driver import LocalDriver
 from idstream.drivers.local.sinks import MemorySink
-from idstream.settings import Settings
+from idstream.settings import load_settings
 from idstream.storage.partitions import (
     STAGE_TABLES,
     latest_partition_dbs,
@@ -54,6 +55,7 @@ class Topology:
     workers: list[ManagedProcess] = field(default_factory=list)
     ports: dict[int, int] = field(default_factory=dict)
     http_token: str | None = None  # what the workers' HTTP API asks for, if anything
+    extra_env: dict[str, str] = field(default_factory=dict)  # more settings for every worker
 
     def __post_init__(self) -> None:
         self.app_id = self.names.app_id(self.app_role)
@@ -69,6 +71,7 @@ class Topology:
             "dead_letter": t("dead"),
             "claims": t("claims"),
             "decisions": t("decisions"),
+            "forget_register": t("register"),
         }
 
     def env(self, worker: int) -> dict[str, str]:
@@ -81,6 +84,7 @@ class Topology:
             "IDSTREAM_HTTP_PORT": str(self.ports.setdefault(worker, free_port())),
         }
         env.update({f"IDSTREAM_TOPICS__{k.upper()}": v for k, v in self.topics.items()})
+        env.update(self.extra_env)
         return env
 
     def data_dir(self, worker: int) -> Path:
@@ -178,9 +182,15 @@ class Topology:
     async def replayed(self) -> tuple[str, MemorySink]:
         """The digest and outputs of the in-process driver over the input topic as it is on
         the broker (record times, ticks included): what the workers must have built."""
-        settings = replace(Settings(), bootstrap_servers=self.bootstrap)
+        settings = load_settings(environ={**os.environ, **self.env(0)})
         sink = MemorySink()
-        driver = LocalDriver(partitions=self.partitions, sink=sink, topic=self.topics["events"])
+        driver = LocalDriver(
+            settings.rules(),
+            partitions=self.partitions,
+            sink=sink,
+            topic=self.topics["events"],
+            limits=settings.limits(),
+        )
         try:
             async for record in read_envelopes(settings, self.topics["events"]):
                 driver.submit(

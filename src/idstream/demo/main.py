@@ -139,6 +139,8 @@ def run_in_process(args: argparse.Namespace, where: str) -> int:
 
 
 def demo_settings(bootstrap: str, partitions: int, data_dir: Path) -> Settings:
+    from idstream.devbroker import free_port
+
     # A fresh namespace per run, so a reused broker never mixes runs.
     run_id = f"idstream-demo-{uuid.uuid4().hex[:8]}"
     return Settings(
@@ -146,6 +148,10 @@ def demo_settings(bootstrap: str, partitions: int, data_dir: Path) -> Settings:
         app_id=run_id,
         partitions=partitions,
         data_dir=str(data_dir),
+        # The worker's HTTP server (lookups, metrics) on a port nothing else uses.
+        http_port=int(os.environ.get("IDSTREAM_HTTP_PORT") or free_port()),
+        # Sample traffic only: the public dev key for hashes of personal data.
+        dev_mode=True,
         topics=Topics(
             events=f"{run_id}.events",
             resolved_events=f"{run_id}.resolved-events",
@@ -154,13 +160,12 @@ def demo_settings(bootstrap: str, partitions: int, data_dir: Path) -> Settings:
             dead_letter=f"{run_id}.dead-letter",
             claims=f"{run_id}.internal.claims",
             decisions=f"{run_id}.internal.decisions",
+            forget_register=f"{run_id}.forget-register",
         ),
     )
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    from idstream.devbroker import free_port
-
     env = dict(os.environ)
     env.update(
         {
@@ -168,8 +173,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
             "IDSTREAM_APP_ID": settings.app_id,
             "IDSTREAM_PARTITIONS": str(settings.partitions),
             "IDSTREAM_DATA_DIR": settings.data_dir,
-            # The worker's HTTP server (lookups, metrics) on a port nothing else uses.
-            "IDSTREAM_HTTP_PORT": os.environ.get("IDSTREAM_HTTP_PORT") or str(free_port()),
+            "IDSTREAM_HTTP_PORT": str(settings.http_port),
+            "IDSTREAM_DEV_MODE": "true",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -178,6 +183,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         env[f"IDSTREAM_TOPICS__{name.upper()}"] = getattr(t, name)
     env["IDSTREAM_TOPICS__CLAIMS"] = t.claims
     env["IDSTREAM_TOPICS__DECISIONS"] = t.decisions
+    env["IDSTREAM_TOPICS__FORGET_REGISTER"] = t.forget_register
     return env
 
 

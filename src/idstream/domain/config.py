@@ -81,6 +81,9 @@ class RuleConfig:
     # How long an applied eventId is remembered (SPEC §4.1), in record time: the window in
     # which SDKs retry.
     dedup_window_ms: int = 24 * 60 * 60 * 1000
+    # The deployment's secret for keyed hashes of personal data (identity index, forget
+    # register); settings.py reads it, never from the data dir, never logged.
+    personal_key: bytes = field(default=b"", repr=False)
 
     @property
     def all_pools(self) -> tuple[PoolId, ...]:

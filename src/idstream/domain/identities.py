@@ -1,4 +1,4 @@
-"""Identity values: normalization, junk blocklist, masking for logs and changes, forget hashes;
+"""Identity values: normalization, junk blocklist, masking for logs and changes, keyed hashes;
 and the characters no id, name or identity may hold.
 
 Domain layer, standard library only. SPEC §4.3. Decisions (also in docs/architecture.md):
@@ -18,12 +18,14 @@ Domain layer, standard library only. SPEC §4.3. Decisions (also in docs/archite
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import unicodedata
-from hashlib import blake2b
 from typing import Final
 
 from idstream.domain.events import IdentityKind
+from idstream.domain.keys import key
 from idstream.domain.reasons import RejectReason
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
@@ -163,8 +165,14 @@ def normalize_identity(
 
 
 def mask(kind: IdentityKind | str, value: str) -> str:
-    """A value safe for logs and change events: `j***@e***.com`, `+38******67`, `a***z`."""
+    """A value safe for logs and change events: `j***@e***.com`, `+38******67`, `a***z`.
+
+    A value that holds a forbidden character (a bidi override, a zero-width space…) shows none
+    of its characters: what is shown must not be able to spoof anything.
+    """
     kind = IdentityKind(kind)
+    if forbidden_character(value) >= 0:
+        return "***"
     if kind is IdentityKind.EMAIL and "@" in value:
         local, _, domain = value.rpartition("@")
         head, dot, suffix = domain.rpartition(".")
@@ -182,15 +190,19 @@ def mask(kind: IdentityKind | str, value: str) -> str:
     return f"{value[:1]}***{value[-1:]}"
 
 
-def _hash(*parts: str) -> str:
-    return blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).hexdigest()
+def _mac(secret: bytes, *parts: str) -> str:
+    # Keyed (HMAC-SHA256): without the deployment's secret, a hash cannot be confirmed for a
+    # guessed email or phone, nor reversed by trying them all. Parts encoded injectively.
+    message = key(*parts).encode("utf-8")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:40]
 
 
-def identity_hash(pool: str, kind: IdentityKind | str, value: str) -> str:
-    """The forget register's key for an identity: no raw personal data is kept."""
-    return "i" + _hash("forget-identity", pool, str(kind), value)
+def identity_hash(secret: bytes, pool: str, kind: IdentityKind | str, value: str) -> str:
+    """What stands for a normalized identity wherever it is a key (the identity index, the
+    forget register): no table or changelog key holds a raw identity."""
+    return "i" + _mac(secret, "identity", pool, str(kind), value)
 
 
-def install_hash(pool: str, push_registration_id: str) -> str:
+def install_hash(secret: bytes, pool: str, push_registration_id: str) -> str:
     """The forget register's key for an install."""
-    return "d" + _hash("forget-install", pool, push_registration_id)
+    return "d" + _mac(secret, "install", pool, push_registration_id)

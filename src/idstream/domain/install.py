@@ -11,10 +11,11 @@ then `apply_event` (or nothing for a tick or a record the decoder rejected), the
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from idstream.domain.config import RuleConfig
+from idstream.domain.erasure import NOTHING_ERASED, Erased, erased_later
 from idstream.domain.events import (
     AnyEvent,
     AppLaunch,
@@ -27,6 +28,7 @@ from idstream.domain.events import (
     Uninstall,
     UserIdentity,
 )
+from idstream.domain.identities import install_hash
 from idstream.domain.ids import anonymous_profile_id
 from idstream.domain.install_state import (
     DIGEST_EXCLUDED,
@@ -149,8 +151,13 @@ def apply_event(
     meta: RecordMeta,
     time: int,
     rules: RuleConfig,
+    erased: Erased = NOTHING_ERASED,
 ) -> StageResult:
-    """Apply one input event at effective time `time` (see `effective_time`)."""
+    """Apply one input event at effective time `time` (see `effective_time`).
+
+    `erased`: a forget register given to a replay before it started; an event of an install
+    forgotten later in the log is applied as the first time, but publishes nothing.
+    """
     prid = event.push_registration_id
     seen = seen_key(prid, event.event_id)
     before = t.seen.get(seen)
@@ -187,21 +194,27 @@ def apply_event(
         claims = (claim,)
 
     value = _resolved_value(event, rec, time, meta)
-    outputs: tuple[Output, ...] = ()
     if rec.answered < rec.awaiting:
         # The pool decides where this event goes (or whether it goes to the dead letter), and
         # the install's later outputs keep their order behind it.
         awaits = rec.claim_seq if answered else 0
         t.held.put(held_key(prid, rec.held_next), HeldEvent(awaits, value))
-        rec = _with(rec, held_next=rec.held_next + 1)
-    else:
-        outputs = (_resolved(value, rec.profile),)
+        t.installs.put(install_key(prid), _with(rec, held_next=rec.held_next + 1))
+        return StageResult(messages=claims)
     t.installs.put(install_key(prid), rec)
-    return StageResult(messages=claims, outputs=outputs)
+    if erased and _erased(rec, value, rules, erased):
+        return replace(skip(NOTE_FORGOTTEN, meta), messages=claims)
+    return StageResult(messages=claims, outputs=(_resolved(value, rec.profile),))
 
 
-def apply_decision(t: InstallTables, decision: LinkDecision) -> StageResult:
-    """Apply the pool's decision: the install's current profile, and the outputs it releases."""
+def apply_decision(
+    t: InstallTables,
+    decision: LinkDecision,
+    rules: RuleConfig | None = None,
+    erased: Erased = NOTHING_ERASED,
+) -> StageResult:
+    """Apply the pool's decision: the install's current profile, and the outputs it releases
+    (see `apply_event` for `erased`)."""
     prid = decision.push_registration_id
     rec = t.installs.get(install_key(prid))
     if rec is None or decision.pool_seq <= rec.pool_seq:
@@ -230,14 +243,17 @@ def apply_decision(t: InstallTables, decision: LinkDecision) -> StageResult:
             waiting = True
             break
         t.held.delete(found)
-        if held.awaits == decision.answers:
-            # A claim the pool rejected sent its dead letter from there; one a rule dropped
+        own = held.awaits == decision.answers
+        hidden = bool(erased) and rules is not None and _erased(rec, held.value, rules, erased)
+        if (own and decision.skipped) or (hidden and not (own and decision.rejected)):
+            # A claim a rule dropped, or an event of an install forgotten later in the log,
             # resolves nowhere.
-            if decision.skipped:
-                source = held.value["source"]
-                skipped = ((NOTE_FORGOTTEN, source["partition"], source["offset"]),)
-            if decision.rejected or decision.skipped:
-                continue
+            source = held.value["source"]
+            skipped = (*skipped, (NOTE_FORGOTTEN, source["partition"], source["offset"]))
+            continue
+        if own and decision.rejected:
+            # The pool sent this claim's event to the dead letter instead.
+            continue
         released.append(_resolved(held.value, rec.profile))
     if not waiting:
         # Nothing held: the counter starts over, so the state does not depend on timing.
@@ -249,6 +265,14 @@ def apply_decision(t: InstallTables, decision: LinkDecision) -> StageResult:
 def skip(reason: str, meta: RecordMeta) -> StageResult:
     """An input record skipped by a rule: no output, a count by reason (SPEC §5)."""
     return StageResult(notes=(reason,), skipped=((reason, meta.partition, meta.offset),))
+
+
+def _erased(rec: InstallRecord, value: dict[str, Any], rules: RuleConfig, erased: Erased) -> bool:
+    """Whether the install is forgotten later in the log than the record of `value`."""
+    source = value["source"]
+    position = (value["resolvedAt"], source["partition"], source["offset"])
+    hashed = install_hash(rules.personal_key, rec.pool, rec.push_registration_id)
+    return erased_later(erased, (hashed,), position)
 
 
 def _new_install(event: AnyEvent, rules: RuleConfig) -> InstallRecord:

@@ -18,12 +18,16 @@ from idstream.domain.reasons import RejectReason
 
 
 class OutputTopic(StrEnum):
-    """The four output streams of SPEC §1 (names here are logical; settings map them to topics)."""
+    """The four output streams of SPEC §1, and the forget register (names here are logical;
+    settings map them to topics)."""
 
     RESOLVED_EVENTS = "resolved-events"
     PROFILE_CHANGES = "profile-changes"
     PROFILES = "profiles"
     DEAD_LETTER = "dead-letter"
+    # Compacted, keyed by a keyed hash: what a rebuild needs to publish nothing of a forgotten
+    # person again (SPEC §4.10). No raw personal data.
+    FORGET_REGISTER = "forget-register"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,19 +15,22 @@ from typing import Any
 
 from idstream.domain import pool_order
 from idstream.domain.config import RuleConfig
+from idstream.domain.erasure import NOTHING_ERASED, Erased, erased_later, register_record
 from idstream.domain.events import IdentityKind
+from idstream.domain.identities import identity_hash
 from idstream.domain.keys import key, parts
 from idstream.domain.messages import (
     Claim,
     Heartbeat,
     LinkDecision,
+    LogPosition,
     Output,
     OutputTopic,
     StageResult,
     dead_letter,
 )
 from idstream.domain.pool_output import ProfileView, diff, profile_view, snapshot
-from idstream.domain.pool_profiles import PoolState, TrackedTable, Verdict
+from idstream.domain.pool_profiles import PoolState, TrackedTable, Verdict, normalize_all
 from idstream.domain.pool_rules import apply_rules
 from idstream.domain.pool_state import (
     DIGEST_EXCLUDED,
@@ -116,19 +119,82 @@ def _release(
 
 
 def apply_claim(
-    tables: PoolTables, claim: Claim, rules: RuleConfig, cursor: Cursor
+    tables: PoolTables,
+    claim: Claim,
+    rules: RuleConfig,
+    cursor: Cursor,
+    erased: Erased = NOTHING_ERASED,
 ) -> tuple[StageResult, Cursor]:
-    """Apply one claim, in log order: the changes it caused and the decisions it sends."""
-    state = _tracked(tables, claim.pool)
+    """Apply one claim, in log order: the changes it caused and the decisions it sends.
+
+    `erased` is a forget register given to a replay before it started: a claim of a person
+    forgotten later in the log changes the state as it did the first time, but publishes
+    nothing of that person (docs/architecture.md, "Forget").
+    """
+    state = _tracked(tables, claim.pool, rules.personal_key)
     verdict = apply_rules(state, claim, rules)
     outputs = _emit(tables, state, claim, verdict)
-    decisions, cursor = _decisions(state, claim, verdict, cursor)
+    hidden = False
+    if erased:
+        outputs, hidden = _hide_erased(state, claim, verdict, outputs, rules, erased)
+    decisions, cursor = _decisions(state, claim, verdict, cursor, hidden)
     return StageResult(tuple(decisions), tuple(outputs)), cursor
+
+
+def _hide_erased(
+    state: PoolState,
+    claim: Claim,
+    verdict: Verdict,
+    outputs: list[Output],
+    rules: RuleConfig,
+    erased: Erased,
+) -> tuple[list[Output], bool]:
+    """The outputs that say nothing of a person forgotten later in the log; and whether the
+    claim itself is that person's (its event then resolves nowhere, its dead letter goes)."""
+    position = claim.position
+    claimed = [state.install_hash(claim.push_registration_id)]
+    for identity in (claim.identity, claim.identities_added, claim.identities_removed):
+        claimed.extend(state.identity_hash(i) for i in normalize_all(identity, rules, None))
+    own = erased_later(erased, claimed, position)
+    install = state.install(claim.push_registration_id)
+    if install is not None and _profile_erased(state, install.profile_id, erased, position):
+        own = True
+    kept: list[Output] = []
+    for output in outputs:
+        if output.topic is OutputTopic.FORGET_REGISTER:
+            kept.append(output)
+        elif output.topic is OutputTopic.DEAD_LETTER:
+            if not own:
+                kept.append(output)
+        elif not _profile_erased(state, output.key, erased, position):
+            kept.append(output)
+    return kept, own
+
+
+def _profile_erased(state: PoolState, pid: str, erased: Erased, position: LogPosition) -> bool:
+    """Whether the profile, as it was before the claim or is after it, holds an identity or an
+    install forgotten later in the log."""
+    for record in (state.profiles.get_before(state.key(pid)), state.profile(pid)):
+        if record is None:
+            continue
+        hashes = [state.install_hash(prid) for prid in record.installs]
+        for kind, name in _IDENTITY_FIELDS:
+            hashes.extend(state.identity_hash((kind, v)) for v in getattr(record, name))
+        if erased_later(erased, hashes, position):
+            return True
+    return False
+
+
+_IDENTITY_FIELDS = (
+    (IdentityKind.EXTERNAL_USER_ID, "external_user_ids"),
+    (IdentityKind.EMAIL, "emails"),
+    (IdentityKind.PHONE, "phones"),
+)
 
 
 def profile_snapshot(tables: PoolTables, pool: str, profile_id: str) -> dict[str, Any] | None:
     """The snapshot of a profile as it is now (None: no such profile), for tools and tests."""
-    state = _tracked(tables, pool)
+    state = _tracked(tables, pool, b"")
     record = state.profile(profile_id)
     view = profile_view(profile_id, record, state.install)
     if view is None or record is None:
@@ -146,15 +212,18 @@ def find_profile(tables: PoolTables, pool: str, profile_id: str) -> dict[str, An
     return found
 
 
-def identity_owner(tables: PoolTables, pool: str, kind: IdentityKind, value: str) -> str | None:
+def identity_owner(
+    tables: PoolTables, pool: str, kind: IdentityKind, value: str, secret: bytes
+) -> str | None:
     """The profile that owns a normalized identity in a pool, if any."""
-    owner = tables.identities.get(key(pool, kind.value, value))
+    owner = tables.identities.get(key(pool, identity_hash(secret, pool, kind, value)))
     return None if owner is None else owner.profile_id
 
 
-def _tracked(tables: PoolTables, pool: str) -> PoolState:
+def _tracked(tables: PoolTables, pool: str, secret: bytes) -> PoolState:
     return PoolState(
         pool,
+        secret,
         TrackedTable(tables.profiles),
         TrackedTable(tables.installs),
         TrackedTable(tables.identities),
@@ -220,6 +289,10 @@ def _emit(tables: PoolTables, state: PoolState, claim: Claim, verdict: Verdict) 
     if verdict.dead is not None:
         reason, detail = verdict.dead
         outputs.append(dead_letter(claim.raw, claim.meta, reason, detail))
+    for register_key in state.forgotten.changed_keys():
+        entry = state.forgotten.get(register_key)
+        if entry is not None:
+            outputs.append(register_record(state.pool, parts(register_key)[1], entry))
     return outputs
 
 
@@ -269,10 +342,11 @@ def _profile_outputs(
 
 
 def _decisions(
-    state: PoolState, claim: Claim, verdict: Verdict, cursor: Cursor
+    state: PoolState, claim: Claim, verdict: Verdict, cursor: Cursor, hidden: bool = False
 ) -> tuple[list[LinkDecision], Cursor]:
     """The answer to an answered claim, and a decision for every other install whose profile
-    or segment changed."""
+    or segment changed. A `hidden` claim (its person is forgotten later in the log, see
+    `_hide_erased`) is answered as skipped: its event resolves nowhere."""
     decisions: list[LinkDecision] = []
     seq = cursor.decisions
     changed = set(state.installs.changed_keys())
@@ -302,8 +376,10 @@ def _decisions(
                 seq,
                 answers=claim.seq if answer else 0,
                 forgotten=forget and after.profile_id != (before.profile_id if before else ""),
-                rejected=verdict.dead[0] if answer and verdict.dead is not None else None,
-                skipped=answer and verdict.skipped,
+                rejected=(
+                    verdict.dead[0] if answer and verdict.dead is not None and not hidden else None
+                ),
+                skipped=answer and (verdict.skipped or hidden),
             )
         )
     return decisions, replace(cursor, decisions=seq)

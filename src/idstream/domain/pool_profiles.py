@@ -13,15 +13,15 @@ from typing import Generic, TypeVar
 
 from idstream.domain import keys
 from idstream.domain.config import PersonLimits, RuleConfig
+from idstream.domain.erasure import ForgetEntry
 from idstream.domain.events import IDENTITY_PRIORITY, IdentityKind
-from idstream.domain.identities import mask, normalize_identity
-from idstream.domain.messages import Claim, ClaimIdentity, Value
+from idstream.domain.identities import identity_hash, install_hash, mask, normalize_identity
+from idstream.domain.messages import Claim, ClaimIdentity, LogPosition, Value
 from idstream.domain.pool_state import (
     ANONYMOUS,
     PERSON,
     Alias,
     Entry,
-    ForgetEntry,
     IdentityOwner,
     InstallRecord,
     ProfileRecord,
@@ -110,6 +110,7 @@ class PoolState:
     """Typed access to one pool's tracked tables (keys start with the pool)."""
 
     pool: str
+    secret: bytes  # the deployment's key for hashes of personal data (RuleConfig)
     profiles: TrackedTable[ProfileRecord]
     installs: TrackedTable[InstallRecord]
     identities: TrackedTable[IdentityOwner]
@@ -132,21 +133,27 @@ class PoolState:
         if self.installs.get(self.key(prid)) != record:
             self.installs.put(self.key(prid), record)
 
+    def identity_hash(self, identity: Identity) -> str:
+        return identity_hash(self.secret, self.pool, identity[0], identity[1])
+
+    def install_hash(self, prid: str) -> str:
+        return install_hash(self.secret, self.pool, prid)
+
     def owner(self, identity: Identity) -> str | None:
-        found = self.identities.get(self.key(identity[0].value, identity[1]))
+        found = self.identities.get(self.key(self.identity_hash(identity)))
         return found.profile_id if found is not None else None
 
     def set_owner(self, identity: Identity, pid: str | None) -> None:
-        key = self.key(identity[0].value, identity[1])
+        key = self.key(self.identity_hash(identity))
         if pid is None:
             self.identities.delete(key)
         else:
             self.identities.put(key, IdentityOwner(pid))
 
-    def remember_forget(self, hashed: str, timestamp: int) -> None:
+    def remember_forget(self, hashed: str, timestamp: int, position: LogPosition) -> None:
         old = self.forgotten.get(self.key(hashed))
         if old is None or old.timestamp < timestamp:
-            self.forgotten.put(self.key(hashed), ForgetEntry(timestamp))
+            self.forgotten.put(self.key(hashed), ForgetEntry(timestamp, position))
 
     def forgotten_after(self, hashed: str, timestamp: int) -> bool:
         """A forget of `hashed` stamped after `timestamp` is registered."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from idstream.domain.config import ConflictMode, Continuity, PersonLimits, RuleConfig
 from idstream.domain.events import IDENTITY_PRIORITY, EventType, IdentityKind
-from idstream.domain.identities import identity_hash, install_hash, normalize_identity
+from idstream.domain.identities import normalize_identity
 from idstream.domain.ids import forgotten_profile_id, person_profile_id
 from idstream.domain.messages import Claim, LogPosition
 from idstream.domain.pool_profiles import (
@@ -295,10 +295,10 @@ def _forget(state: PoolState, claim: Claim, config: RuleConfig, verdict: Verdict
         if not given:
             reject(verdict, _unusable_reason(unusable), "no usable identity to forget")
             return
-        hashes = [identity_hash(state.pool, kind, value) for kind, value in given]
+        hashes = [state.identity_hash(identity) for identity in given]
         targets = sorted({pid for i in given if (pid := state.owner(i)) is not None})
     else:
-        hashes = [install_hash(state.pool, prid)]
+        hashes = [state.install_hash(prid)]
         current = state.profile(install.profile_id)
         targets = [install.profile_id] if current is not None and current.kind == PERSON else []
     if not targets:
@@ -310,7 +310,7 @@ def _forget(state: PoolState, claim: Claim, config: RuleConfig, verdict: Verdict
             reject(verdict, RejectReason.UNKNOWN_PERSON, "no person to forget")
         return
     for hashed in hashes:
-        state.remember_forget(hashed, claim.timestamp)
+        state.remember_forget(hashed, claim.timestamp, claim.position)
     for pid in targets:
         _erase(state, pid, claim)
 
@@ -326,10 +326,12 @@ def _erase(state: PoolState, pid: str, claim: Claim) -> None:
     assert record is not None
     for kind in IDENTITY_PRIORITY:
         for value in identities_of(record, kind):
-            state.remember_forget(identity_hash(state.pool, kind, value), claim.timestamp)
+            state.remember_forget(
+                state.identity_hash((kind, value)), claim.timestamp, claim.position
+            )
             state.set_owner((kind, value), None)
     for prid in record.installs:
-        state.remember_forget(install_hash(state.pool, prid), claim.timestamp)
+        state.remember_forget(state.install_hash(prid), claim.timestamp, claim.position)
         install = state.install(prid)
         if install is None or install.profile_id != pid:
             continue
@@ -356,15 +358,15 @@ def _skipped_by_forget(state: PoolState, claim: Claim, config: RuleConfig) -> bo
     an offline queue delivered after the forget cannot bring the person back."""
     if claim.kind not in (EventType.PERSONALIZE, EventType.PERSON_UPDATE):
         return False
-    if state.forgotten_after(install_hash(state.pool, claim.push_registration_id), claim.timestamp):
+    if state.forgotten_after(state.install_hash(claim.push_registration_id), claim.timestamp):
         return True
     identities = [
         *normalize_all(claim.identity, config, None),
         *normalize_all(claim.identities_added, config, None),
     ]
     return any(
-        state.forgotten_after(identity_hash(state.pool, kind, value), claim.timestamp)
-        for kind, value in identities
+        state.forgotten_after(state.identity_hash(identity), claim.timestamp)
+        for identity in identities
     )
 
 

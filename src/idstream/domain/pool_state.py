@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from idstream.domain.erasure import ForgetEntry
 from idstream.domain.keys import key, number
 from idstream.domain.messages import Claim, LogPosition, Value
 from idstream.domain.ports import StateTable, TableFactory
@@ -86,14 +87,6 @@ class Alias:
 
 
 @dataclass(frozen=True, slots=True)
-class ForgetEntry:
-    """Forget register: a hashed identity or install was forgotten by an event stamped
-    `timestamp` (its device time: an older claim of it, delivered late, is dropped)."""
-
-    timestamp: int
-
-
-@dataclass(frozen=True, slots=True)
 class Cursor:
     """Where the pool is in the input log (``pool_cursor``, key: ``key(pool)``).
 
@@ -121,7 +114,7 @@ POOL_TABLE_TYPES: Mapping[str, type] = MappingProxyType(
     {
         PROFILES: ProfileRecord,  # key(pool, profileId)
         INSTALLS: InstallRecord,  # key(pool, pushRegistrationId)
-        IDENTITIES: IdentityOwner,  # key(pool, kind, value)
+        IDENTITIES: IdentityOwner,  # key(pool, identity_hash): a keyed MAC, no raw identity
         ALIASES: Alias,  # key(pool, loser profileId)
         FORGOTTEN: ForgetEntry,  # key(pool, identity_hash | install_hash)
         PENDING: Claim,  # key(pool, number(time), number(partition), number(offset))

@@ -21,6 +21,7 @@ from idstream.codecs import Limits, Rejection, decode
 from idstream.domain import install as install_stage
 from idstream.domain import pool as pool_stage
 from idstream.domain.config import RuleConfig
+from idstream.domain.erasure import NOTHING_ERASED, Erased
 from idstream.domain.events import RecordMeta
 from idstream.domain.install_state import InstallTables
 from idstream.domain.keys import key
@@ -102,6 +103,9 @@ class Steps:
     check: Callable[[StageResult], None] = field(default=check_outputs)
     # Original bytes a dead letter carries whole (settings.dead_letter_max_bytes).
     dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES
+    # The forget register as it was when this run started (domain/erasure.py): a replay
+    # publishes nothing of a person forgotten later in the log.
+    erased: Erased = field(default_factory=lambda: NOTHING_ERASED)
 
     def input(
         self, value: bytes, meta: RecordMeta, install: InstallTables | None = None
@@ -130,7 +134,9 @@ class Steps:
                 result = StageResult(outputs=(rejected,))
             else:
                 kind = decoded.type.value
-                result = install_stage.apply_event(tables, decoded, value, meta, time, self.rules)
+                result = install_stage.apply_event(
+                    tables, decoded, value, meta, time, self.rules, self.erased
+                )
         install_stage.record_position(tables, meta, time)
         return Applied(result, time, kind)
 
@@ -159,7 +165,7 @@ class Steps:
         return pool_stage.receive(self.pool, message, self.rules, self.sources, self._apply)
 
     def decision(self, decision: LinkDecision) -> StageResult:
-        return install_stage.apply_decision(self.install, decision)
+        return install_stage.apply_decision(self.install, decision, self.rules, self.erased)
 
     def heartbeats(
         self, partition: int, offset: int, time: int, result: StageResult
@@ -179,7 +185,9 @@ class Steps:
         and then the claim is dead-lettered and answered as rejected."""
         buffered = overlaid(tables)
         try:
-            result, cursor_after = pool_stage.apply_claim(buffered.tables, claim, rules, cursor)
+            result, cursor_after = pool_stage.apply_claim(
+                buffered.tables, claim, rules, cursor, self.erased
+            )
             self.check(result)
         except Exception as exc:  # noqa: BLE001 - the per-claim boundary: any defect
             buffered.drop()

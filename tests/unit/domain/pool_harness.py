@@ -26,7 +26,13 @@ from idstream.domain.messages import (
     Output,
     OutputTopic,
 )
-from idstream.domain.pool import DIGEST_EXCLUDED, PoolTables, open_pool_tables, receive
+from idstream.domain.pool import (
+    DIGEST_EXCLUDED,
+    PoolTables,
+    identity_owner,
+    open_pool_tables,
+    receive,
+)
 from idstream.storage.memory import DictStore
 
 POOL = "default"
@@ -283,8 +289,7 @@ class PoolHarness(ClaimMaker):
         return claim.anonymous_profile
 
     def owner(self, kind: IdentityKind, value: str, pool: str = POOL) -> str | None:
-        found = self.tables.identities.get(key(pool, kind.value, value))
-        return found.profile_id if found is not None else None
+        return identity_owner(self.tables, pool, kind, value, self.rules.personal_key)
 
     def persons(self, pool: str = POOL) -> list[str]:
         return [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import unicodedata
 
@@ -152,11 +153,26 @@ def test_mask_hides_personal_data(kind: IdentityKind, value: str, masked: str) -
     assert mask(kind, value) == masked
 
 
-def test_forget_hashes_hold_no_raw_value_and_depend_on_pool() -> None:
-    hashed = identity_hash("default", EMAIL, "john@example.com")
+SECRET = b"a deployment's secret"
+
+
+def test_hashes_of_personal_data_hold_no_raw_value_and_need_the_secret() -> None:
+    hashed = identity_hash(SECRET, "default", EMAIL, "john@example.com")
     assert "john" not in hashed and "example" not in hashed
-    assert hashed != identity_hash("other", EMAIL, "john@example.com")
-    assert install_hash("default", "prid-1") != install_hash("default", "prid-2")
+    assert hashed != identity_hash(SECRET, "other", EMAIL, "john@example.com")
+    assert install_hash(SECRET, "default", "prid-1") != install_hash(SECRET, "default", "prid-2")
+    # Keyed: whoever lacks the secret cannot confirm a guessed email with one hash, nor try
+    # every phone number (the issue recovered one from an unkeyed hash in 0.6 s).
+    assert hashed != identity_hash(b"another secret", "default", EMAIL, "john@example.com")
+    unkeyed = hashlib.blake2b(b"john@example.com", digest_size=16).hexdigest()
+    assert unkeyed not in hashed
+
+
+def test_a_masked_value_never_shows_a_format_character() -> None:
+    # A right-to-left override or a zero-width space in a rejected identity must not reach
+    # the masked value an `identity_rejected` change shows.
+    assert mask(EMAIL, "\u202egro.elpmaxe@nhoj") == "***"
+    assert mask(IdentityKind.EXTERNAL_USER_ID, "\u200bu1\u200b") == "***"
 
 
 def _forbidden_by_unicodedata() -> set[int]:

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from tests.unit.domain.pool_harness import ClaimMaker, PoolHarness, identity
 
 from idstream.domain.events import IdentityKind
-from idstream.domain.keys import key as key_of
 from idstream.domain.keys import parts
 from idstream.domain.messages import Claim, Heartbeat, OutputTopic
 from idstream.domain.pool import DIGEST_EXCLUDED, POOL_TABLE_TYPES, profile_snapshot
@@ -309,15 +308,15 @@ def test_merges_and_conflicts_keep_identities_unique(
         h.apply(ready[data.draw(st.integers(0, len(ready) - 1))].pop(0))
     assert_outputs_follow_state(h)
     # Uniqueness: every identity has one owner, and it lists the identity.
-    for key, owner in h.tables.identities.scan():
-        _, kind, value = parts(key)
-        record = h.tables.profiles.get(key_of("default", owner.profile_id))
-        assert record is not None
-        assert (
-            value
-            in {
-                "externalUserId": record.external_user_ids,
-                "email": record.emails,
-                "phone": record.phones,
-            }[kind]
-        )
+    listed = 0
+    for key, record in h.tables.profiles.scan():
+        pid = parts(key)[1]
+        for kind, values in (
+            (IdentityKind.EXTERNAL_USER_ID, record.external_user_ids),
+            (IdentityKind.EMAIL, record.emails),
+            (IdentityKind.PHONE, record.phones),
+        ):
+            for value in values:
+                listed += 1
+                assert h.owner(kind, value) == pid
+    assert listed == len(list(h.tables.identities.scan()))

@@ -15,6 +15,7 @@ from idstream.domain.messages import OutputTopic
 from idstream.drivers.local.cli import Progress
 from idstream.drivers.local.driver import LocalDriver
 from idstream.drivers.partitioner import kafka_partition
+from idstream.settings import load_settings
 from idstream.simulate import Traffic, TrafficConfig
 from idstream.storage.memory import DictStore
 from idstream.storage.rocks import RocksStore
@@ -106,6 +107,7 @@ def test_replay_and_digest_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
     files = sorted(p.name for p in out.iterdir())
     assert files == [
         "dead-letter.jsonl",
+        "forget-register.jsonl",
         "profile-changes.jsonl",
         "profiles.jsonl",
         "resolved-events.jsonl",
@@ -117,7 +119,8 @@ def test_replay_and_digest_commands(tmp_path: Path, capsys: pytest.CaptureFixtur
 
     assert main(["digest", "--state", str(state)]) == 0
     assert capsys.readouterr().out.strip() == digest_line.removeprefix("state digest: ")
-    memory = LocalDriver()
+    # The same stages in memory, with the deployment's key for hashes of personal data.
+    memory = LocalDriver(load_settings().rules())
     memory.replay([*TRAFFIC[:400], b"not json at all"])
     assert memory.digest() == digest_line.removeprefix("state digest: ")
 
@@ -165,3 +168,17 @@ def test_progress_bar_on_a_terminal() -> None:
     assert "\r[###############---------------]  50.0% 10 records" in text
     assert "100.0% 20 records" in text
     assert text.endswith("/s\n")
+
+
+def test_replay_refuses_to_run_without_a_key_for_personal_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(TRAFFIC[:10]) + b"\n")
+    monkeypatch.delenv("IDSTREAM_PERSONAL_DATA_KEY", raising=False)
+    args = ["replay", "--input", str(events), "--state", str(tmp_path / "s")]
+    assert main([*args, "--output", str(tmp_path / "o")]) == 2
+    assert "IDSTREAM_PERSONAL_DATA_KEY" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+    monkeypatch.setenv("IDSTREAM_DEV_MODE", "true")
+    assert main([*args, "--output", str(tmp_path / "o")]) == 0

@@ -26,6 +26,7 @@ from typing import Any, NoReturn, cast
 import faust
 from mode import CrashingSupervisor
 
+from idstream.domain.erasure import NOTHING_ERASED, Erased
 from idstream.domain.install import open_install_tables
 from idstream.domain.pool import open_pool_tables
 from idstream.drivers.faust.continuity import Continuity, Gap
@@ -47,6 +48,8 @@ BATCH_WITHIN_S = 0.02
 # Claims wait for the watermark anyway: a short wait keeps the answer's latency low.
 POOL_BATCH_MAX = 2000
 POOL_BATCH_WITHIN_S = 0.02
+# A partition assigned this long that delivered nothing is taken to have nothing to read.
+TICK_AFTER_ASSIGNMENT_S = 2.0
 
 
 def hold_back(batch: Iterable[Any]) -> None:
@@ -110,8 +113,11 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(context)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the Faust app for `settings`: topics, tables and the two stage agents."""
+def create_app(settings: Settings, erased: Erased = NOTHING_ERASED) -> faust.App:
+    """Build the Faust app for `settings`: topics, tables and the two stage agents.
+
+    `erased` is the forget register as `read_forget_register` found it before the worker
+    started (a rebuild publishes nothing of a person forgotten later in the log)."""
     topics = settings.topics
     partitions = settings.partitions
     app = faust.App(
@@ -147,6 +153,7 @@ def create_app(settings: Settings) -> faust.App:
     for name in (topics.decisions, topics.resolved_events, topics.profile_changes):
         topic(name)
     topic(topics.profiles, compacting=True)
+    topic(topics.forget_register, compacting=True)
     topic(topics.dead_letter)
     options = RocksDBOptions()
 
@@ -174,6 +181,7 @@ def create_app(settings: Settings) -> faust.App:
         open_install_tables(install_store),
         open_pool_tables(pool_store),
         dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        erased=erased,
     )
 
     metrics = Metrics.for_settings(settings)
@@ -220,6 +228,7 @@ def create_app(settings: Settings) -> faust.App:
         install_continuity.reset()
         pool_continuity.reset()
         metrics.forget_pending()
+        worker.assigned()
 
     assigned: Any = app.on_partitions_assigned
     assigned.connect(_delivery_restarts)
@@ -276,8 +285,15 @@ def create_app(settings: Settings) -> faust.App:
         owned = {tp.partition: tp for tp in consumer.assignment() if tp.topic == topics.events}
 
         def caught_up(partition: int, last: int | None) -> bool:
+            # Nothing of the partition left to read (a tick behind a backlog helps nobody). A
+            # partition that delivered nothing since its assignment has nothing to read once
+            # a fetch would have brought it.
             end = _highwater(consumer, owned[partition])
-            return end is not None and (last is None or last + 1 >= end)
+            if end is None:
+                return False
+            if last is None:
+                return end == 0 or worker.assigned_for() > TICK_AFTER_ASSIGNMENT_S
+            return last + 1 >= end
 
         producer: Any = app.producer
         for partition in worker.ticks_due(owned, caught_up):

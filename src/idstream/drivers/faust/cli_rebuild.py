@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings(args.settings)
+        settings.personal_key()  # the rebuilt state must hash as the live one did
         total = asyncio.run(reset(settings))
     except IdstreamError as exc:
         print(f"idstream rebuild: {exc}", file=sys.stderr)

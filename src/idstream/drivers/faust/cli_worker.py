@@ -26,19 +26,23 @@ def run(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from idstream.drivers.faust.app import create_app
+    from idstream.drivers.faust.export import read_forget_register
     from idstream.drivers.faust.topics import ensure_topics
     from idstream.errors import ConfigurationError
     from idstream.settings import load_settings
 
     try:
         settings = load_settings(args.settings)
+        settings.personal_key()  # refuse to start without one (outside dev mode)
         # Faust creates only the last level of its data dir.
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         asyncio.run(ensure_topics(settings))
+        # Before any record: a rebuild must publish nothing of a forgotten person.
+        erased = asyncio.run(read_forget_register(settings))
     except ConfigurationError as exc:
         print(f"idstream worker: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings)
+    app = create_app(settings, erased)
     worker = Worker(app, loglevel=args.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from idstream.codecs.envelope import Envelope, encode_envelope
+from idstream.domain.erasure import Erased, read_register
 from idstream.errors import IdstreamError
 from idstream.settings import Settings, load_settings
 
@@ -57,6 +58,17 @@ async def read_envelopes(settings: Settings, topic: str) -> AsyncIterator[Envelo
                     )
     finally:
         await client.stop()
+
+
+async def read_forget_register(settings: Settings) -> Erased:
+    """The forget register as it is on the broker (empty when the topic does not exist yet)."""
+    import orjson
+
+    records = []
+    async for envelope in read_envelopes(settings, settings.topics.forget_register):
+        value = None if not envelope.value else orjson.loads(envelope.value)
+        records.append(((envelope.key or b"").decode("utf-8"), value))
+    return read_register(records)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

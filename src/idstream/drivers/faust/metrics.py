@@ -142,6 +142,7 @@ class Metrics:
             OutputTopic.PROFILE_CHANGES: t.profile_changes,
             OutputTopic.PROFILES: t.profiles,
             OutputTopic.DEAD_LETTER: t.dead_letter,
+            OutputTopic.FORGET_REGISTER: t.forget_register,
         }
         return cls(names, t.claims)
 

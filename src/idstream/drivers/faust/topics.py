@@ -39,16 +39,26 @@ def changelog_topics(settings: Settings) -> list[str]:
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Every topic the topology uses, with its topic-level config."""
     t = settings.topics
-    compacted = {"cleanup.policy": "compact"}
+    # Compacted topics hold a forgotten person's values until compaction has run over them:
+    # bounding the compaction lag gives erasure on the broker a deadline (docs/operations.md,
+    # "Personal data").
+    compacted = {
+        "cleanup.policy": "compact",
+        "max.compaction.lag.ms": str(settings.erasure_deadline_ms),
+    }
+    # Internal topics carry claims (with identities) between the stages: kept only as long as
+    # the slowest stage may lag.
+    internal = {"retention.ms": str(settings.internal_retention_ms)}
     return {
         # The broker stamps each input record: its order in time is the log's (SPEC §5), and
         # no producer's clock can move a partition ahead.
         t.events: {"message.timestamp.type": "LogAppendTime"},
-        t.claims: {},
-        t.decisions: {},
+        t.claims: internal,
+        t.decisions: internal,
         t.resolved_events: {},
         t.profile_changes: {},
         t.profiles: compacted,
+        t.forget_register: compacted,
         # Large enough for every dead letter `dead_letter` builds (a prefix above the limit).
         t.dead_letter: {
             "max.message.bytes": str(dead_letter_topic_bytes(settings.dead_letter_max_bytes))

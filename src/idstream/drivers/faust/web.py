@@ -201,11 +201,12 @@ class Api:
         # A merged-away id resolves to its survivor (the same person).
         return find_profile(tables, pool, profile_id)
 
-    @classmethod
-    def owned_by(cls, kind: IdentityKind, value: str) -> Callable[[Any, str], Any]:
+    def owned_by(self, kind: IdentityKind, value: str) -> Callable[[Any, str], Any]:
+        secret = self.settings.personal_key()
+
         def find(tables: Any, pool: str) -> dict[str, Any] | None:
-            owner = identity_owner(tables, pool, kind, value)
-            return None if owner is None else cls.snapshot(tables, pool, owner)
+            owner = identity_owner(tables, pool, kind, value, secret)
+            return None if owner is None else self.snapshot(tables, pool, owner)
 
         return find
 

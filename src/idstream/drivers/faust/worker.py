@@ -75,6 +75,7 @@ def _on(event: Any) -> None:
 class _Sources:
     """What the install side knows of its input partitions, in memory (wall clock)."""
 
+    assigned_at: float = field(default_factory=time.monotonic)
     last_record_at: dict[int, float] = field(default_factory=dict)
     last_offset: dict[int, int] = field(default_factory=dict)
     waited_on_since: dict[int, float] = field(default_factory=dict)
@@ -108,6 +109,7 @@ class StageWorker:
             "profile-changes": t.profile_changes,
             "profiles": t.profiles,
             "dead-letter": t.dead_letter,
+            "forget-register": t.forget_register,
         }
         self.sources = _Sources()
         self._broadcast: dict[str, tuple[int, tuple[int, ...]]] = {}
@@ -181,6 +183,13 @@ class StageWorker:
     def _progress(self, partition: int, progress: Progress, now: float) -> None:
         if partition in progress.waiting_on:
             self.sources.waited_on_since.setdefault(partition, now)
+
+    def assigned(self) -> None:
+        """Partitions were (re)assigned: what was known of them is the previous owner's."""
+        self.sources = _Sources()
+
+    def assigned_for(self) -> float:
+        return time.monotonic() - self.sources.assigned_at
 
     def ticks_due(self, owned: Iterable[int], caught_up: Any) -> list[int]:
         """The owned input partitions to append a tick to now: a pool waits for them, they

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from idstream.domain.erasure import NOTHING_ERASED, Erased
 from idstream.errors import IdstreamError
 
 # How often the progress line is redrawn, in seconds.
@@ -52,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=2000,
         help="records per RocksDB write batch (default 2000)",
+    )
+    parser.add_argument(
+        "--register",
+        type=Path,
+        help="a forget register from an earlier run of the same log (its forget-register.jsonl):"
+        " nothing of a person it names is published again",
     )
     parser.add_argument("--settings", type=Path, help="settings file (TOML or JSON)")
 
@@ -105,6 +112,21 @@ def _lines(file: IO[bytes]) -> Iterator[tuple[bytes, int]]:
             yield value, done
 
 
+def _register(path: Path) -> Erased:
+    """A forget-register.jsonl as `idstream replay` writes it ({"key", "value"} per line)."""
+    import orjson
+
+    from idstream.domain.erasure import read_register
+
+    records = []
+    with open(path, "rb") as file:
+        for line in file:
+            if line.strip():
+                doc = orjson.loads(line)
+                records.append((str(doc["key"]), doc["value"]))
+    return read_register(records)
+
+
 def _first_line(path: Path) -> bytes:
     with open(path, "rb") as file:
         for line in file:
@@ -125,12 +147,14 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="idstream replay: %(message)s")
     try:
         settings = load_settings(args.settings)
+        settings.personal_key()  # the same keyed hashes as the deployment's workers
         envelopes = is_envelope(_first_line(args.input))
         partitions = args.partitions or (settings.partitions if envelopes else 1)
         if partitions < 1 or args.flush_every < 1:
             print("idstream replay: --partitions and --flush-every must be >= 1", file=sys.stderr)
             return 2
         total = args.input.stat().st_size
+        register = _register(args.register) if args.register else NOTHING_ERASED
         # The state first: a refused state directory leaves the output files untouched.
         store = RocksStore(args.state)
         sink = JsonlSink(args.output)
@@ -147,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         flush_every=args.flush_every,
         topic=settings.topics.events,
         dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        register=register,
     )
     if driver.resumed:
         print(f"idstream replay: continuing the existing state in {args.state}", file=sys.stderr)

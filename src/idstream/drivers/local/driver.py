@@ -26,6 +26,7 @@ from idstream.domain import install as install_stage
 from idstream.domain import pool as pool_stage
 from idstream.domain import pool_order
 from idstream.domain.config import DEFAULT_RULES, RuleConfig
+from idstream.domain.erasure import NOTHING_ERASED, Erased
 from idstream.domain.events import RecordMeta
 from idstream.domain.install_state import source_key
 from idstream.domain.messages import (
@@ -86,7 +87,8 @@ class LocalDriver:
     """Install and pool stages in one process, over one store (dict or RocksDB).
 
     `partitions` is the number of input partitions (the pool waits for each). All stage
-    instances share the store, since their keys never overlap.
+    instances share the store, since their keys never overlap. `register` is a forget register
+    from an earlier run of the same log: nothing of a person it names is published again.
 
     Input records take `record_timestamp` as their Kafka record time. A record submitted
     without one (a plain file line) gets its line number in the log, counted from the
@@ -106,6 +108,7 @@ class LocalDriver:
         flush_every: int = 2000,
         topic: str = INPUT_TOPIC,
         dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES,
+        register: Erased = NOTHING_ERASED,
     ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
@@ -123,6 +126,7 @@ class LocalDriver:
             install_stage.open_install_tables(self.store),
             pool_stage.open_pool_tables(self.store),
             dead_letter_max_bytes=dead_letter_max_bytes,
+            erased=register,
         )
         self.install_tables = self.steps.install
         self.pool_tables = self.steps.pool
