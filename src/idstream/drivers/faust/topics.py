@@ -140,7 +140,6 @@ async def _ensure_topics(settings: Settings, replication_factor: int) -> None:
                 if code and code != TopicAlreadyExistsError.errno:
                     raise for_code(code)(f"cannot create topic {name}: {rest}")
             logger.info("created topics %s", ", ".join(t.name for t in missing))
-        await _check_input_timestamps(admin, settings)
         counts = await _partition_counts(admin, sorted(wanted))
         for name, count in counts.items():
             if count != settings.partitions:
@@ -149,6 +148,7 @@ async def _ensure_topics(settings: Settings, replication_factor: int) -> None:
                     f"{settings.partitions}: every idstream topic must have the same count "
                     "(co-partitioning); set IDSTREAM_PARTITIONS to match"
                 )
+        await _check_input_timestamps(admin, settings)
     finally:
         await admin.close()
 
@@ -165,6 +165,11 @@ async def _check_input_timestamps(admin: AIOKafkaAdminClient, settings: Settings
     configs: dict[str, str] = {}
     for response in await admin.describe_configs([resource]):
         for result in response.to_object()["resources"]:
+            if result["error_code"]:
+                # A topic created a moment ago can be unknown to the broker's config handler
+                # for a while (UnknownTopicOrPartition, retriable: `ensure_topics` asks again).
+                error = for_code(result["error_code"])
+                raise error(f"describing {name}: {result['error_message']}")
             for entry in result["config_entries"]:
                 configs[entry["config_names"]] = entry["config_value"]
     if configs.get("message.timestamp.type", "CreateTime") == "LogAppendTime":
