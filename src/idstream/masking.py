@@ -123,6 +123,7 @@ INSTALL_VIEW_RULES: Mapping[str, _Rule] = {
     "appCode": _same,
     "pool": _same,
     "profileId": _same,
+    "lifecycle": _same,
     "pending": _same,
     "uninstalledAt": _same,
     "primaryDevice": _same,

@@ -188,8 +188,8 @@ async def test_an_sdk_journey_ends_as_the_expected_profile(
 
 async def start_worker(topology: Topology, processes: ProcessPool) -> int:
     """Worker 0 of the topology on a lookup port this test knows; returns the port."""
-    port = free_port()
-    env = {**topology.env(0), "IDSTREAM_HTTP_PORT": str(port)}
+    env = topology.env(0)  # its lookup port is the one the topology polls for /metrics
+    port = topology.ports[0]
     proc = processes.start_python_module("idstream", "worker", name="worker-0", env=env)
     topology.workers.append(proc)
     await wait_for(

@@ -66,6 +66,7 @@ async def deployment(
     """Workers with `env` on simulated traffic, done; their ports and the persons published."""
     traffic = Traffic(TrafficConfig(seed=23, users=30, events=800, malformed_share=0.0))
     topo = Topology(kafka_bootstrap, names, processes, tmp_path, partitions=4)
+    topo.http_token = env.get("IDSTREAM_HTTP_TOKEN")  # what its /metrics ask for
     await topo.create_input()
     ports = [(await start_worker(topo, w, **env))[1] for w in range(workers)]
     await topo.send([(r.key, r.value) for r in traffic])
@@ -75,8 +76,12 @@ async def deployment(
         assert key is not None
         latest[key.decode()] = None if value is None else orjson.loads(value)
     persons = [s for s in latest.values() if s is not None and s["kind"] == "person"]
-    persons = [p for p in persons if p["identities"]["emails"] and p["attributes"]]
-    assert persons, "the traffic has persons with an email and attributes"
+    persons = [
+        p
+        for p in persons
+        if p["identities"]["emails"] and "firstName" in p["attributes"] and p["installs"]
+    ]
+    assert persons, "the traffic has persons with an email, a first name and an install"
     return topo, ports, persons
 
 

@@ -171,6 +171,7 @@ def test_an_install_view_hides_custom_attribute_values_only() -> None:
         "appCode": "shop",
         "pool": "default",
         "profileId": "p_1",
+        "lifecycle": "personalized",
         "pending": False,
         "uninstalledAt": None,
         "primaryDevice": True,

@@ -221,6 +221,8 @@ def apply_decision(
         # A redelivery: applied before, and its outputs were delivered before it was.
         return StageResult()
     changes: dict[str, Any] = {"pool_seq": decision.pool_seq}
+    if decision.lifecycle:
+        changes["lifecycle"] = decision.lifecycle
     if decision.answers:
         changes["answered"] = decision.answers
         if decision.segment:

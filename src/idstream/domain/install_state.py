@@ -57,6 +57,7 @@ class InstallRecord:
     segment: str  # eventId that opened the current segment
     profile: str  # the current segment's profile
     pool_seq: int = 0  # the newest LinkDecision applied
+    lifecycle: str = "anonymous"  # as the pool last decided it
     claim_seq: int = 0  # claims sent
     awaiting: int = 0  # seq of the newest claim sent that the pool answers
     answered: int = 0  # seq of the newest answer received; outputs are held while < awaiting

@@ -134,7 +134,8 @@ class LinkDecision:
     install's claim, e.g. a merge); `rejected` says that claim went to the dead letter, and
     `skipped` that a rule dropped it (an event of a forgotten person stamped before the forget).
     `forgotten`: the segment's person was erased; `profile_id` is the fresh anonymous profile
-    the install moved to.
+    the install moved to. `lifecycle` is the install's lifecycle as the pool holds it
+    (anonymous, personalized, depersonalized, uninstalled); empty: unknown to the pool.
     """
 
     push_registration_id: str
@@ -145,6 +146,7 @@ class LinkDecision:
     forgotten: bool = False
     rejected: RejectReason | None = None
     skipped: bool = False
+    lifecycle: str = ""
 
 
 Message = Claim | Heartbeat | LinkDecision

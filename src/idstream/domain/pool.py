@@ -360,10 +360,11 @@ def _decisions(
         if after is None:
             continue
         answer = install_key == own and claim.answered
-        moved = before is not None and (before.profile_id, before.segment) != (
-            after.profile_id,
-            after.segment,
-        )
+        moved = before is not None and (
+            before.profile_id,
+            before.segment,
+            before.lifecycle,
+        ) != (after.profile_id, after.segment, after.lifecycle)
         if not (answer or moved):
             continue
         seq += 1
@@ -380,6 +381,7 @@ def _decisions(
                     verdict.dead[0] if answer and verdict.dead is not None and not hidden else None
                 ),
                 skipped=answer and (verdict.skipped or hidden),
+                lifecycle=after.lifecycle,
             )
         )
     return decisions, replace(cursor, decisions=seq)

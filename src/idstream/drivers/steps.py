@@ -214,5 +214,6 @@ def _failed_claim(
         seq,
         answers=claim.seq,
         rejected=RejectReason.PROCESSING_ERROR,
+        lifecycle=known.lifecycle if known is not None else "",
     )
     return StageResult(messages=(answer,), outputs=outputs), replace(cursor, decisions=seq)

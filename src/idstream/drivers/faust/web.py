@@ -81,6 +81,7 @@ def install_view(rec: InstallRecord) -> dict[str, Any]:
         "appCode": rec.app_code,
         "pool": rec.pool,
         "profileId": rec.profile,
+        "lifecycle": rec.lifecycle,
         # The pool has not answered an identity event of the install yet.
         "pending": rec.answered < rec.awaiting,
         "uninstalledAt": rec.uninstalled_at,
