@@ -120,10 +120,17 @@ async def test_kill_9_at_three_points_loses_nothing(
     topology.stop_all()
     expected, sink = await topology.replayed()
     assert topology.digest() == expected
-    # At-least-once: every event the in-process driver resolved was published.
-    published = await topology.read(topology.topics["resolved_events"])
-    wanted = {o.value["eventId"] for o in sink[OutputTopic.RESOLVED_EVENTS] if o.value}
-    assert wanted <= resolved_ids([v for _, v in published if v is not None])
+    # At-least-once: every event the in-process driver resolved was published, except the
+    # events of a person forgotten later in the log that a restarted worker processed again
+    # after it had read that forget in the register: those it must not publish any more.
+    published = resolved_ids(
+        [v for _, v in await topology.read(topology.topics["resolved_events"]) if v]
+    )
+    _, knowing = await topology.replayed(register=True)
+    wanted = {o.value["eventId"] for o in knowing[OutputTopic.RESOLVED_EVENTS] if o.value}
+    assert wanted <= published
+    everything = {o.value["eventId"] for o in sink[OutputTopic.RESOLVED_EVENTS] if o.value}
+    assert len(everything - wanted) > 0, "the history forgets persons"
 
 
 async def test_a_storage_fault_halts_the_worker_and_its_batch_is_processed_again(

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from idstream.devbroker import free_port
 from idstream.digest import RESOLVER_DIGEST_EXCLUDED, RESOLVER_TABLE_TYPES, state_digest
-from idstream.drivers.faust.export import read_envelopes
+from idstream.domain.erasure import NOTHING_ERASED
+from idstream.drivers.faust.export import read_envelopes, read_forget_register
 from idstream.drivers.local.driver import LocalDriver
 from idstream.drivers.local.sinks import MemorySink
 from idstream.settings import load_settings
@@ -179,9 +180,10 @@ class Topology:
             if partition_dbs(self.data_dir(int(proc.name.split("-")[1])), STAGE_TABLES)
         }
 
-    async def replayed(self) -> tuple[str, MemorySink]:
+    async def replayed(self, *, register: bool = False) -> tuple[str, MemorySink]:
         """The digest and outputs of the in-process driver over the input topic as it is on
-        the broker (record times, ticks included): what the workers must have built."""
+        the broker (record times, ticks included): what the workers must have built. With
+        `register`, knowing the forget register on the broker first, as a rebuild does."""
         settings = load_settings(environ={**os.environ, **self.env(0)})
         sink = MemorySink()
         driver = LocalDriver(
@@ -190,6 +192,7 @@ class Topology:
             sink=sink,
             topic=self.topics["events"],
             limits=settings.limits(),
+            register=await read_forget_register(settings) if register else NOTHING_ERASED,
         )
         try:
             async for record in read_envelopes(settings, self.topics["events"]):
