@@ -81,11 +81,14 @@ class OverlayTable(Generic[V]):
 
     def drop(self) -> None:
         """Forget the buffered changes."""
-        self._writes.clear()
-        self._keys.clear()
+        if self._writes:
+            self._writes.clear()
+            self._keys.clear()
 
     def commit(self) -> int:
         """Write the buffered changes to the base table; returns how many keys."""
+        if not self._writes:
+            return 0
         for key, value in self._writes.items():
             if value is None:
                 self._base.delete(key)

@@ -35,7 +35,7 @@ from idstream.domain.messages import (
     StageResult,
     dead_letter,
 )
-from idstream.domain.overlay import overlaid
+from idstream.domain.overlay import Overlaid, overlaid
 from idstream.domain.pool_state import Cursor, PoolTables
 from idstream.domain.reasons import RejectReason
 
@@ -106,6 +106,8 @@ class Steps:
     # The forget register as it was when this run started (domain/erasure.py): a replay
     # publishes nothing of a person forgotten later in the log.
     erased: Erased = field(default_factory=lambda: NOTHING_ERASED)
+    _install_overlay: Overlaid[InstallTables] | None = field(default=None, init=False)
+    _pool_overlay: tuple[PoolTables, Overlaid[PoolTables]] | None = field(default=None, init=False)
 
     def input(
         self, value: bytes, meta: RecordMeta, install: InstallTables | None = None
@@ -143,7 +145,7 @@ class Steps:
     def input_isolated(self, value: bytes, meta: RecordMeta) -> Applied | None:
         """One input record whose writes are kept only if it succeeds; a record that raises
         goes to the dead letter (`processing_error`) and its partition moves past it."""
-        buffered = overlaid(self.install)
+        buffered = self._install_buffers()
         try:
             applied = self.input(value, meta, buffered.tables)
             if applied is not None:
@@ -178,12 +180,20 @@ class Steps:
         """Where a pool is (read only), e.g. to see which partitions it waits for."""
         return self.pool.cursor.get(key(pool))
 
+    def _install_buffers(self) -> Overlaid[InstallTables]:
+        # Made once: a write buffer per table, emptied by every commit or drop.
+        if self._install_overlay is None:
+            self._install_overlay = overlaid(self.install)
+        return self._install_overlay
+
     def _apply(
         self, tables: PoolTables, claim: Claim, rules: RuleConfig, cursor: Cursor
     ) -> tuple[StageResult, Cursor]:
         """One claim in its own write buffer: kept when it succeeds; dropped when it raises,
         and then the claim is dead-lettered and answered as rejected."""
-        buffered = overlaid(tables)
+        if self._pool_overlay is None or self._pool_overlay[0] is not tables:
+            self._pool_overlay = (tables, overlaid(tables))
+        buffered = self._pool_overlay[1]
         try:
             result, cursor_after = pool_stage.apply_claim(
                 buffered.tables, claim, rules, cursor, self.erased

@@ -48,6 +48,8 @@ from idstream.storage.memory import DictStore
 logger = logging.getLogger(__name__)
 
 INPUT_TOPIC = "idstream.events"
+# Keys whose partition is remembered before the cache starts over.
+_PARTITION_CACHE = 200_000
 DIGEST_EXCLUDED = RESOLVER_DIGEST_EXCLUDED
 
 
@@ -141,6 +143,7 @@ class LocalDriver:
         self._positions: dict[int, tuple[int, int]] = {}
         self._clock = 0  # the log time of a record without a timestamp: its line number
         self._warned_untimed = False
+        self._partition_of: dict[bytes, int] = {}
         # Per pool: the input partitions its oldest pending claim waits for.
         self._waiting: dict[str, tuple[int, ...]] = {}
         self._resume()
@@ -180,7 +183,12 @@ class LocalDriver:
                 key = (
                     b"" if isinstance(decoded, Rejection) else decoded.push_registration_id.encode()
                 )
-            partition = kafka_partition(key, self.partitions)
+            partition = self._partition_of.get(key)
+            if partition is None:
+                # murmur2 in pure Python: installs send many records, each key is hashed once.
+                if len(self._partition_of) >= _PARTITION_CACHE:
+                    self._partition_of.clear()
+                partition = self._partition_of[key] = kafka_partition(key, self.partitions)
         if not 0 <= partition < self.partitions:
             raise ValueError(f"partition {partition} outside 0..{self.partitions - 1}")
         if offset is None:
