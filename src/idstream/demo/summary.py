@@ -113,7 +113,8 @@ def _change_line(change: Mapping[str, Any]) -> str:
 
 def sample_person(summary: Summary) -> str | None:
     """The person the summary shows: one that absorbed another person if any (it answers
-    "why merged?"), then the one with the most installs."""
+    "why merged?"), then one with a rejected identity ("why not attached?"), then the one with
+    the most installs."""
 
     def absorbed(pid: str) -> bool:
         return any(
@@ -124,12 +125,20 @@ def sample_person(summary: Summary) -> str | None:
             for c in summary.history.get(pid, [])
         )
 
+    def rejected(pid: str) -> bool:
+        return any(c.get("kind") == "identity_rejected" for c in summary.history.get(pid, []))
+
     persons = summary.persons
     if not persons:
         return None
     best = max(
         persons,
-        key=lambda p: (absorbed(p["profileId"]), len(p.get("installs", [])), p["profileId"]),
+        key=lambda p: (
+            absorbed(p["profileId"]),
+            rejected(p["profileId"]),
+            len(p.get("installs", [])),
+            p["profileId"],
+        ),
     )
     return str(best["profileId"])
 

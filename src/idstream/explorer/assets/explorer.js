@@ -400,10 +400,11 @@
 
   // --- the profile snapshot ----------------------------------------------------------------
 
-  function table(rows, headings) {
+  function table(rows, headings, className) {
     const body = el("tbody");
     for (const row of rows) body.appendChild(el("tr", null, ...row.map((cell) => el("td", null, cell))));
-    return el("table", null, el("thead", null, el("tr", null, ...headings.map((h) => el("th", null, h)))), body);
+    const head = el("thead", null, el("tr", null, ...headings.map((h) => el("th", null, h))));
+    return el("table", className || null, head, body);
   }
 
   function pairs(title, values) {
@@ -473,7 +474,7 @@
       `${when(entry.eventTime)} · event ${shown(entry.eventId)}`,
     ]).reverse();
     merges.appendChild(mergeRows.length
-      ? table(mergeRows, ["merged", "into", "why", "when"])
+      ? table(mergeRows, ["merged", "into", "why", "when"], "why-table merges")
       : el("p", "empty", "nothing was merged into this profile"));
     const rejected = el("div", "block", el("h3", null, "Why not attached"));
     const rejectedRows = (view.timeline || []).filter((e) => e.kind === "identity_rejected").map((entry) => [
@@ -483,7 +484,7 @@
       `${when(entry.eventTime)} · event ${shown(entry.eventId)}`,
     ]);
     rejected.appendChild(rejectedRows.length
-      ? table(rejectedRows, ["identity", "why", "", "when"])
+      ? table(rejectedRows, ["identity", "why", "", "when"], "why-table rejected")
       : el("p", "empty", "no identity was rejected"));
     box.append(merges, rejected);
   }
