@@ -38,9 +38,10 @@ EVENT_ID = 'upd"><img src=x onerror=window.__xss=6>'
 PHONE = "+385912345678"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium_binary() -> str:
-    """The system Chromium; without one the test fails, saying how to install it."""
+    """The system Chromium; without one the test fails (before a broker is started), saying how
+    to install it."""
     try:
         return find_chromium()
     except BrowserMissingError as exc:

@@ -49,7 +49,10 @@ def find_chromium() -> str:
     """The Chromium binary: $IDSTREAM_CHROMIUM, else `chromium` (or a Chrome) on the PATH."""
     given = os.environ.get("IDSTREAM_CHROMIUM")
     if given:
-        return given
+        found = shutil.which(given)
+        if found is None:
+            raise BrowserMissingError(f"IDSTREAM_CHROMIUM={given} is no program; {INSTALL_HINT}")
+        return found
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         found = shutil.which(name)
         if found:
