@@ -56,8 +56,7 @@ class Rejected:
     reason: RejectReason
     kind: IdentityKind
     masked: str
-    limit: str | None = None  # limit_exceeded: which limit (LIMIT_NAMES)
-    owner: str | None = None  # the profile that owns the identity, when another one does
+    limit: str | None = None  # limit_exceeded: which limit (LIMIT_NAMES, MERGES_LIMIT)
 
 
 # Why a profile was merged into another (the `merged` change's `reason`).
@@ -80,15 +79,9 @@ class Verdict:
     merged: dict[str, MergeReason] = field(default_factory=dict)  # loser -> why
 
     def reject(
-        self,
-        reason: RejectReason,
-        kind: IdentityKind,
-        value: str,
-        *,
-        limit: str | None = None,
-        owner: str | None = None,
+        self, reason: RejectReason, kind: IdentityKind, value: str, *, limit: str | None = None
     ) -> None:
-        self.rejected.append(Rejected(reason, kind, mask(kind, value), limit, owner))
+        self.rejected.append(Rejected(reason, kind, mask(kind, value), limit))
 
 
 class TrackedTable(Generic[V]):

@@ -176,7 +176,7 @@ def _personalize(state: PoolState, claim: Claim, config: RuleConfig, verdict: Ve
         verdict.merged[loser] = MergeReason(SHARED_IDENTITY, kind, mask(kind, value))
         merge_profiles(state, loser, target)
     for identity, reason, exceeded in plan.conflicts:
-        verdict.reject(reason, *identity, limit=exceeded, owner=owners[identity])
+        verdict.reject(reason, *identity, limit=exceeded)
     conflicted = {i for i, _, _ in plan.conflicts}
     for identity in wanted:
         if identity not in owners and identity not in conflicted:
@@ -260,7 +260,7 @@ def _person_update(state: PoolState, claim: Claim, config: RuleConfig, verdict: 
         if owner is None:
             attach(state, pid, identity, config, verdict)
         elif owner != pid:
-            verdict.reject(RejectReason.IDENTITY_CONFLICT, *identity, owner=owner)
+            verdict.reject(RejectReason.IDENTITY_CONFLICT, *identity)
 
 
 def _normalized_replacements(
@@ -284,7 +284,7 @@ def _replace_identity(
     """A mutable identity: the new value takes the old one's place in the same profile."""
     owner = state.owner(new)
     if owner is not None and owner != pid:
-        verdict.reject(RejectReason.IDENTITY_CONFLICT, *new, owner=owner)
+        verdict.reject(RejectReason.IDENTITY_CONFLICT, *new)
         return
     record = state.profile(pid)
     assert record is not None
