@@ -152,6 +152,10 @@
     event.preventDefault();
     const query = parse(byId("search-text").value, byId("search-kind").value);
     if (!query.value) return;
+    if (token() === null) {
+      askToken("Enter the worker's token first (or leave it empty if it asks for none).");
+      return;
+    }
     if (query.kind === "profile") return go(query.value);
     if (query.kind === "install") return go("install:" + query.value);
     // An identity never goes into the address bar (nor the browser's history): its owner does.
@@ -162,14 +166,15 @@
   }
 
   async function route() {
+    // The token is asked for once, before the first request.
+    if (token() === null) {
+      askToken("Enter the worker's token first (or leave it empty if it asks for none).");
+      return;
+    }
     const target = decodeURIComponent(location.hash.slice(1));
     if (!target) {
       byId("result").hidden = true;
       say("Search by profile id, identity or pushRegistrationId.");
-      return;
-    }
-    if (token() === null) {
-      askToken("Enter the worker's token first (or leave it empty if it asks for none).");
       return;
     }
     let profileId = target;
