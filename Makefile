@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP) ## the main job: broker, worker, sample traffic, summary; stops all it started
-	$(BIN)/idstream demo
+demo: $(STAMP) ## the main job: broker, worker, sample traffic, summary; KEEP=1 keeps the explorer up
+	$(BIN)/idstream demo $(if $(filter-out 0,$(KEEP)),--keep)
 
 test: $(STAMP) lint ## lint, type-check, then the whole test suite on a real Kafka broker
 	$(BIN)/pytest

@@ -149,7 +149,9 @@ REJECT_REASONS = (
 # policy"). A consumer of v1 reads every v1.x record.
 MINOR = {
     "output/resolved-event": 1,  # 1.1: `source`; `resolvedAt` is the input log's time
-    "output/profile-change": 1,  # 1.1: install_updated `pushEnabled`
+    # 1.1: install_updated `pushEnabled`; 1.2: merged `reason` (and the identity that matched),
+    # identity_rejected `limit`
+    "output/profile-change": 2,
     "output/dead-letter": 1,  # 1.1: reason processing_error
 }
 
@@ -711,6 +713,22 @@ def profile_change_schema() -> Schema:
             {
                 "loser": string("Profile merged away (now a tombstone).", min_length=1),
                 "survivor": string("Profile that remains.", min_length=1),
+                "reason": {
+                    "enum": ["shared_identity", "continuity"],
+                    "description": "Why (1.2): the personalize carried an identity the loser "
+                    "owned (`identityKind`, `maskedValue`), or the install's anonymous period "
+                    "joined the person it personalized to (continuity `link`).",
+                },
+                "identityKind": {
+                    "enum": list(IDENTITY_KINDS),
+                    "description": "shared_identity: the kind of the identity that matched (1.2).",
+                },
+                "maskedValue": string(
+                    "shared_identity: the identity that matched, masked (1.2; never raw)."
+                ),
+                "pushRegistrationId": string(
+                    "The install whose event caused the merge (1.2).", min_length=1
+                ),
             },
             ["loser", "survivor"],
         ),
@@ -729,6 +747,12 @@ def profile_change_schema() -> Schema:
                 },
                 "identityKind": {"enum": list(IDENTITY_KINDS), "description": "Identity kind."},
                 "maskedValue": string("The value, masked (never raw personal data)."),
+                "limit": {
+                    "enum": ["externalUserIds", "emails", "phones", "merges"],
+                    "description": "limit_exceeded: the per-person limit that would have been "
+                    "exceeded (1.2): the merge cap (`merges`), or the number of identities of a "
+                    "kind, of the person or of the person a merge would have made.",
+                },
             },
             ["reason", "identityKind", "maskedValue"],
         ),
@@ -763,7 +787,16 @@ def profile_change_schema() -> Schema:
             "kind": "attributes_changed",
             "attributes": {"city": {"old": None, "new": "Lisbon"}},
         },
-        {**common, "kind": "merged", "loser": "p-9c0d", "survivor": "p-3f9a1c2b7d4e"},
+        {
+            **common,
+            "kind": "merged",
+            "loser": "p-9c0d",
+            "survivor": "p-3f9a1c2b7d4e",
+            "reason": "shared_identity",
+            "identityKind": "email",
+            "maskedValue": "a***@e***.com",
+            "pushRegistrationId": "fcm:dGhpcyBpcyBhIHRva2Vu",
+        },
         {
             **common,
             "kind": "identity_rejected",

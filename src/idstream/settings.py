@@ -21,6 +21,7 @@ from idstream.domain.config import (
     DEFAULT_BLOCKLIST,
     ConflictMode,
     Continuity,
+    HistoryLimits,
     PersonLimits,
     PoolRules,
     RuleConfig,
@@ -98,6 +99,10 @@ class Settings:
     max_merges: int = 100
     max_tags: int = 500
     extra_blocklist: tuple[str, ...] = ()
+    # Each profile's history for the profile explorer (docs/explorer.md): every merge, the
+    # newest `history_rejections` identity rejections and `history_changes` other changes.
+    history_changes: int = 30
+    history_rejections: int = 100
     launch_dedup_ms: int = 30_000
     # How long an applied eventId is remembered (SPEC §4.1), in record time.
     dedup_window_ms: int = 24 * 3600 * 1000
@@ -164,6 +169,8 @@ class Settings:
             raise ConfigurationError(f"invalid pool rule: {exc}") from exc
         if self.launch_dedup_ms < 0 or self.dedup_window_ms < 0:
             raise ConfigurationError("launch_dedup_ms and dedup_window_ms must be >= 0")
+        if self.history_changes < 0 or self.history_rejections < 0:
+            raise ConfigurationError("history_changes and history_rejections must be >= 0")
         if self.tick_ms < 1:
             raise ConfigurationError("tick_ms must be >= 1")
         if self.dead_letter_max_bytes < self.max_record_bytes:
@@ -180,6 +187,7 @@ class Settings:
                 merges_absorbed=self.max_merges,
                 tags=self.max_tags,
             ),
+            history=HistoryLimits(self.history_changes, self.history_rejections),
             blocklist=DEFAULT_BLOCKLIST | {v.strip().lower() for v in self.extra_blocklist},
             launch_dedup_ms=self.launch_dedup_ms,
             dedup_window_ms=self.dedup_window_ms,

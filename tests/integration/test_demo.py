@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from idstream.demo.main import DEMO_CONFLICT_SHARE
 from idstream.simulate import Traffic, TrafficConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,7 +53,11 @@ def test_demo_reports_what_was_sent_and_matches_the_in_process_driver(
     on_kafka = demo(env={"IDSTREAM_BOOTSTRAP_SERVERS": kafka_bootstrap})
     in_process = demo("--in-process", env={})
 
-    expected = Traffic(TrafficConfig(seed=3, users=80, events=1000, malformed_share=0.01))
+    expected = Traffic(
+        TrafficConfig(
+            seed=3, users=80, events=1000, malformed_share=0.01, conflict_share=DEMO_CONFLICT_SHARE
+        )
+    )
     for _ in expected:  # the stats fill as the generator runs
         pass
     sent = dict(expected.stats.labels)

@@ -3,8 +3,11 @@
 Entry point. Chooses a broker (the one configured; else Docker compose when a Docker engine
 answers; else a local Kafka from the official jars), starts a worker, publishes seeded
 simulated SDK traffic for about `--seconds`, waits until every record is processed, reads the
-output topics back and prints what came out. Stops everything it started. With no broker at
-all (no Docker, no Java), it runs the same traffic through the in-process driver instead.
+output topics back and prints what came out, ending with the profile explorer's URL for the
+sample person. Stops everything it started; with `--keep`, only once interrupted (Ctrl-C), so
+the explorer can be clicked through meanwhile. With no broker at all (no Docker, no Java), it
+runs the same traffic through the in-process driver instead, and `--keep` serves the explorer
+from that driver's state.
 """
 
 from __future__ import annotations
@@ -14,18 +17,21 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from idstream.demo.summary import Record, render, summarize
+from idstream.demo.summary import Record, render, sample_person, summarize
 from idstream.domain.messages import OutputTopic
 from idstream.errors import BrokerUnavailableError, IdstreamError
-from idstream.settings import Settings, Topics
+from idstream.settings import Settings, Topics, load_settings
 from idstream.simulate import SimRecord, Traffic, TrafficConfig
 
 READY_LINE = "[^Worker]: Ready"
@@ -41,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument(
         "--in-process", action="store_true", help="skip Kafka; use the in-process driver"
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep serving the profile explorer (and the worker, the broker) until Ctrl-C",
     )
 
 
@@ -95,10 +106,22 @@ def broker() -> Iterator[str | None]:
     yield None
 
 
+# Logins that also claim an email another user logged in with (a shared or mistyped address):
+# more than the simulator's default, so the demo has persons merged by a shared identity, and
+# identity conflicts, for the explorer to explain.
+DEMO_CONFLICT_SHARE = 0.2
+
+
 def traffic(args: argparse.Namespace) -> Traffic:
     events = max(1, int(args.seconds * args.rate))
     return Traffic(
-        TrafficConfig(seed=args.seed, users=args.users, events=events, malformed_share=0.01)
+        TrafficConfig(
+            seed=args.seed,
+            users=args.users,
+            events=events,
+            malformed_share=0.01,
+            conflict_share=DEMO_CONFLICT_SHARE,
+        )
     )
 
 
@@ -129,13 +152,69 @@ def run_in_process(args: argparse.Namespace, where: str) -> int:
         for record in sim:
             driver.submit(record.value, key=record.key)
         driver.run()
+        records: list[Record] = [
+            (out.topic, out.key, out.value) for topic in OutputTopic for out in sink[topic]
+        ]
+        summary = summarize(sim.stats.labels, records)
+        print(render(summary, where=where))
+        if args.keep:
+            with _until_interrupted():
+                asyncio.run(_serve_in_process(driver, sample_person(summary)))
+        else:
+            _explorer_hint(None, sample_person(summary))
     finally:
         driver.close()
-    records: list[Record] = [
-        (out.topic, out.key, out.value) for topic in OutputTopic for out in sink[topic]
-    ]
-    print(render(summarize(sim.stats.labels, records), where=where))
     return 0
+
+
+def _explorer_url(port: int, profile_id: str | None) -> str:
+    return f"http://127.0.0.1:{port}/explorer" + (f"#{profile_id}" if profile_id else "")
+
+
+def _explorer_hint(port: int | None, profile_id: str | None) -> None:
+    """The demo's last lines: where to click through the sample person."""
+    if port is None:
+        print(
+            "\nsee the sample person in the profile explorer: `make demo KEEP=1` "
+            "(`idstream demo --keep`) keeps serving it at http://127.0.0.1:<port>/explorer"
+        )
+        return
+    print(f"\nprofile explorer: {_explorer_url(port, profile_id)}")
+    print("serving until Ctrl-C", flush=True)
+
+
+@contextlib.contextmanager
+def _until_interrupted() -> Iterator[None]:
+    """Wait inside for Ctrl-C (or SIGTERM), then leave normally, so everything is stopped."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        say("stopping …")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def _serve_in_process(driver: Any, profile_id: str | None) -> None:
+    from idstream.drivers.local import web as local_web
+
+    settings = _keep_settings()
+    tables = (driver.pool_tables, driver.install_tables)
+    runner, port = await local_web.start(settings, *tables, driver.rules)
+    try:
+        _explorer_hint(port, profile_id)
+        await asyncio.Event().wait()  # until Ctrl-C cancels it
+    finally:
+        await runner.cleanup()
+
+
+def _keep_settings() -> Settings:
+    """The HTTP settings of the environment (tokens, allowed hosts); any free port unless
+    IDSTREAM_HTTP_PORT names one."""
+    settings = load_settings()
+    if not os.environ.get("IDSTREAM_HTTP_PORT"):
+        settings = replace(settings, http_port=0)
+    return settings
 
 
 def demo_settings(bootstrap: str, partitions: int, data_dir: Path) -> Settings:
@@ -148,7 +227,7 @@ def demo_settings(bootstrap: str, partitions: int, data_dir: Path) -> Settings:
         app_id=run_id,
         partitions=partitions,
         data_dir=str(data_dir),
-        # The worker's HTTP server (lookups, metrics) on a port nothing else uses.
+        # The worker's HTTP server (lookups, metrics, the explorer) on a port nothing else uses.
         http_port=int(os.environ.get("IDSTREAM_HTTP_PORT") or free_port()),
         # Sample traffic only: the public dev key for hashes of personal data.
         dev_mode=True,
@@ -236,8 +315,18 @@ def run_on_kafka(args: argparse.Namespace, bootstrap: str) -> int:
             say("waiting until the worker has processed every record …")
             asyncio.run(_wait_processed(settings, proc, log_path))
             records = asyncio.run(_read_outputs(settings))
-        where = f"Kafka at {bootstrap}, 1 worker, {args.partitions} partitions"
-        print(render(summarize(sim.stats.labels, records), where=where))
+            where = f"Kafka at {bootstrap}, 1 worker, {args.partitions} partitions"
+            summary = summarize(sim.stats.labels, records)
+            print(render(summary, where=where))
+            sample = sample_person(summary)
+            if not args.keep:
+                _explorer_hint(None, sample)
+                return 0
+            _explorer_hint(settings.http_port, sample)
+            with _until_interrupted():
+                while proc.poll() is None:
+                    time.sleep(0.5)
+                say(f"the worker exited ({proc.returncode}); see {log_path}")
     return 0
 
 

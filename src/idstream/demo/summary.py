@@ -101,10 +101,46 @@ def _change_line(change: Mapping[str, Any]) -> str:
         detail = f" {change.get('pushRegistrationId')}"
     elif kind == "merged":
         detail = f" {change.get('loser')} -> {change.get('survivor')}"
+        if change.get("reason") == "shared_identity":
+            detail += f" (shared {change.get('identityKind')} {change.get('maskedValue')})"
+        elif change.get("reason"):
+            detail += f" ({change['reason']})"
     elif kind == "attributes_changed":
         keys = sorted({*change.get("attributes", {}), *change.get("customAttributes", {})})
         detail = " " + ", ".join(keys)
     return f"v{change.get('version')} {kind}{detail}"
+
+
+def sample_person(summary: Summary) -> str | None:
+    """The person the summary shows: one that absorbed another person if any (it answers
+    "why merged?"), then one with a rejected identity ("why not attached?"), then the one with
+    the most installs."""
+
+    def absorbed(pid: str) -> bool:
+        return any(
+            c.get("kind") == "merged"
+            and c.get("survivor") == pid
+            and c.get("loser") != pid
+            and c.get("reason") == "shared_identity"
+            for c in summary.history.get(pid, [])
+        )
+
+    def rejected(pid: str) -> bool:
+        return any(c.get("kind") == "identity_rejected" for c in summary.history.get(pid, []))
+
+    persons = summary.persons
+    if not persons:
+        return None
+    best = max(
+        persons,
+        key=lambda p: (
+            absorbed(p["profileId"]),
+            rejected(p["profileId"]),
+            len(p.get("installs", [])),
+            p["profileId"],
+        ),
+    )
+    return str(best["profileId"])
 
 
 def render(summary: Summary, *, where: str, max_history: int = 12) -> str:
@@ -116,6 +152,7 @@ def render(summary: Summary, *, where: str, max_history: int = 12) -> str:
     for label, n in sorted(summary.resolved.items()):
         lines.append(f"  {label:<24} {n:>7}")
     persons = summary.persons
+    sample_id = sample_person(summary)
     lines += [
         f"profiles: {len(summary.profiles)} ({len(persons)} persons, "
         f"{len(summary.profiles) - len(persons)} anonymous)",
@@ -124,9 +161,9 @@ def render(summary: Summary, *, where: str, max_history: int = 12) -> str:
         "dead letters by reason: "
         + (", ".join(f"{r} {n}" for r, n in sorted(summary.dead_letters.items())) or "none"),
     ]
-    if persons:
-        sample = max(persons, key=lambda p: (len(p.get("installs", [])), p["profileId"]))
-        pid = sample["profileId"]
+    if sample_id is not None:
+        sample = summary.profiles[sample_id]
+        pid = sample_id
         lines += ["", f"sample person {pid}:", f"  identities: {_masked_identities(sample)}"]
         for install in sample.get("installs", []):
             lines.append(

@@ -61,6 +61,16 @@ class PersonLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryLimits:
+    """What each profile's history keeps for the profile explorer (domain/pool_history.py):
+    every merge (bounded by the merge cap), the newest `rejections` identity rejections and the
+    newest `changes` other changes."""
+
+    changes: int = 30
+    rejections: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class PoolRules:
     continuity: Continuity = Continuity.LINK
     conflict_mode: ConflictMode = ConflictMode.PRIORITY
@@ -76,6 +86,7 @@ class RuleConfig:
     pool_rules: Mapping[PoolId, PoolRules] = field(default_factory=lambda: MappingProxyType({}))
     default_rules: PoolRules = PoolRules()
     limits: PersonLimits = PersonLimits()
+    history: HistoryLimits = HistoryLimits()
     blocklist: frozenset[str] = DEFAULT_BLOCKLIST
     launch_dedup_ms: int = 30_000
     # How long an applied eventId is remembered (SPEC §4.1), in record time: the window in

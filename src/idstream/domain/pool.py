@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from idstream.domain import pool_order
-from idstream.domain.config import RuleConfig
+from idstream.domain import pool_history, pool_order
+from idstream.domain.config import HistoryLimits, RuleConfig
 from idstream.domain.erasure import NOTHING_ERASED, Erased, erased_later, register_record
 from idstream.domain.events import IdentityKind
 from idstream.domain.identities import identity_hash
@@ -133,7 +133,7 @@ def apply_claim(
     """
     state = _tracked(tables, claim.pool, rules.personal_key)
     verdict = apply_rules(state, claim, rules)
-    outputs = _emit(tables, state, claim, verdict)
+    outputs = _emit(tables, state, claim, verdict, rules.history)
     hidden = False
     if erased:
         outputs, hidden = _hide_erased(state, claim, verdict, outputs, rules, erased)
@@ -277,7 +277,9 @@ def _view(state: PoolState, pid: str, *, before: bool) -> ProfileView | None:
     return profile_view(pid, state.profile(pid), state.install)
 
 
-def _emit(tables: PoolTables, state: PoolState, claim: Claim, verdict: Verdict) -> list[Output]:
+def _emit(
+    tables: PoolTables, state: PoolState, claim: Claim, verdict: Verdict, limits: HistoryLimits
+) -> list[Output]:
     install = state.install(claim.push_registration_id)
     rejected_on = install.profile_id if verdict.rejected and install is not None else ""
     touched = _touched_profiles(state)
@@ -285,7 +287,8 @@ def _emit(tables: PoolTables, state: PoolState, claim: Claim, verdict: Verdict) 
         touched.add(rejected_on)
     outputs: list[Output] = []
     for pid in sorted(touched):
-        outputs.extend(_profile_outputs(tables, state, claim, pid, verdict, pid == rejected_on))
+        rejected = pid == rejected_on
+        outputs.extend(_profile_outputs(tables, state, claim, pid, verdict, rejected, limits))
     if verdict.dead is not None:
         reason, detail = verdict.dead
         outputs.append(dead_letter(claim.raw, claim.meta, reason, detail))
@@ -296,8 +299,25 @@ def _emit(tables: PoolTables, state: PoolState, claim: Claim, verdict: Verdict) 
     return outputs
 
 
+def _merge_reason(claim: Claim, verdict: Verdict, loser: str) -> dict[str, Any]:
+    """The `merged` change's why: the identity that matched the loser, or continuity."""
+    why = verdict.merged.get(loser)
+    if why is None:
+        return {}
+    fields = {"reason": why.reason, "pushRegistrationId": claim.push_registration_id}
+    if why.kind is not None:
+        fields |= {"identityKind": why.kind.value, "maskedValue": why.masked}
+    return fields
+
+
 def _profile_outputs(
-    tables: PoolTables, state: PoolState, claim: Claim, pid: str, verdict: Verdict, rejected: bool
+    tables: PoolTables,
+    state: PoolState,
+    claim: Claim,
+    pid: str,
+    verdict: Verdict,
+    rejected: bool,
+    limits: HistoryLimits,
 ) -> list[Output]:
     before_record = state.profiles.get_before(state.key(pid))
     before = _view(state, pid, before=True)
@@ -308,15 +328,21 @@ def _profile_outputs(
             return []
         alias = state.aliases.get(state.key(pid))
         if alias is not None:
-            changes.add({"kind": "merged", "loser": pid, "survivor": alias.survivor})
+            why = _merge_reason(claim, verdict, pid)
+            changes.add({"kind": "merged", "loser": pid, "survivor": alias.survivor, **why})
+            survivor = state.profile(alias.survivor)
+            merged_from = survivor.merged_from if survivor is not None else ()
+            pool_history.move(tables, state.pool, pid, alias.survivor, merged_from, limits)
         else:
             changes.add({"kind": "forgotten"})
+            gone = before.merged_from
+            pool_history.erase(tables, state.pool, pid, gone, claim.timestamp, claim.position)
         return [*changes.outputs, Output(OutputTopic.PROFILES, pid, None)]
     found = diff(before, after, state.pool)
     head = [found.pop(0)] if found and found[0]["kind"] == "created" else []
     old_merged = before.merged_from if before is not None else ()
     merged = [
-        {"kind": "merged", "loser": loser, "survivor": pid}
+        {"kind": "merged", "loser": loser, "survivor": pid, **_merge_reason(claim, verdict, loser)}
         for loser in after.merged_from
         if loser not in old_merged and state.profiles.get_before(state.key(loser)) is not None
     ]
@@ -326,6 +352,7 @@ def _profile_outputs(
             "reason": r.reason.value,
             "identityKind": r.kind.value,
             "maskedValue": r.masked,
+            **({"limit": r.limit} if r.limit is not None else {}),
         }
         for r in (verdict.rejected if rejected else [])
     ]
@@ -333,6 +360,9 @@ def _profile_outputs(
         changes.add(fields)
     if not changes.outputs:
         return []
+    grew = after.merged_from if after.merged_from != old_merged else None
+    emitted = [o.value for o in changes.outputs if o.value is not None]
+    pool_history.record(tables, state.pool, pid, claim.position, emitted, grew, limits)
     record = state.profile(pid)
     assert record is not None
     # The version is bookkeeping of the outputs: written past the tracked tables.

@@ -56,6 +56,19 @@ class Rejected:
     reason: RejectReason
     kind: IdentityKind
     masked: str
+    limit: str | None = None  # limit_exceeded: which limit (LIMIT_NAMES, MERGES_LIMIT)
+
+
+# Why a profile was merged into another (the `merged` change's `reason`).
+SHARED_IDENTITY = "shared_identity"  # the personalize carried an identity the loser owned
+CONTINUITY = "continuity"  # the install's anonymous period joins the person (Continuity.LINK)
+
+
+@dataclass(frozen=True, slots=True)
+class MergeReason:
+    reason: str  # SHARED_IDENTITY | CONTINUITY
+    kind: IdentityKind | None = None  # shared_identity: the identity that matched, masked
+    masked: str = ""
 
 
 @dataclass(slots=True)
@@ -63,9 +76,12 @@ class Verdict:
     dead: tuple[RejectReason, str] | None = None  # the whole claim goes to the dead letter
     rejected: list[Rejected] = field(default_factory=list)
     skipped: bool = False  # dropped by a rule (stamped before a forget of its person)
+    merged: dict[str, MergeReason] = field(default_factory=dict)  # loser -> why
 
-    def reject(self, reason: RejectReason, kind: IdentityKind, value: str) -> None:
-        self.rejected.append(Rejected(reason, kind, mask(kind, value)))
+    def reject(
+        self, reason: RejectReason, kind: IdentityKind, value: str, *, limit: str | None = None
+    ) -> None:
+        self.rejected.append(Rejected(reason, kind, mask(kind, value), limit))
 
 
 class TrackedTable(Generic[V]):
@@ -179,6 +195,15 @@ def with_identities(
     return replace(record, phones=values)
 
 
+# The name of each per-person limit, as an `identity_rejected` change names it (`limit`).
+LIMIT_NAMES = {
+    IdentityKind.EXTERNAL_USER_ID: "externalUserIds",
+    IdentityKind.EMAIL: "emails",
+    IdentityKind.PHONE: "phones",
+}
+MERGES_LIMIT = "merges"
+
+
 def limit(limits: PersonLimits, kind: IdentityKind) -> int:
     if kind is IdentityKind.EXTERNAL_USER_ID:
         return limits.external_user_ids
@@ -222,7 +247,7 @@ def attach(
     if value in values:
         return True
     if len(values) >= limit(config.limits, kind):
-        verdict.reject(RejectReason.LIMIT_EXCEEDED, kind, value)
+        verdict.reject(RejectReason.LIMIT_EXCEEDED, kind, value, limit=LIMIT_NAMES[kind])
         return False
     state.put_profile(pid, with_identities(record, kind, (*values, value)))
     state.set_owner(identity, pid)

@@ -11,15 +11,20 @@ from dataclasses import dataclass, replace
 
 from idstream.domain.config import ConflictMode, Continuity, PersonLimits, RuleConfig
 from idstream.domain.events import IDENTITY_PRIORITY, EventType, IdentityKind
-from idstream.domain.identities import normalize_identity
+from idstream.domain.identities import mask, normalize_identity
 from idstream.domain.ids import forgotten_profile_id, person_profile_id
 from idstream.domain.messages import Claim, LogPosition
 from idstream.domain.pool_profiles import (
+    CONTINUITY,
     LIFECYCLE_ANONYMOUS,
     LIFECYCLE_DEPERSONALIZED,
     LIFECYCLE_PERSONALIZED,
     LIFECYCLE_UNINSTALLED,
+    LIMIT_NAMES,
+    MERGES_LIMIT,
+    SHARED_IDENTITY,
     Identity,
+    MergeReason,
     PoolState,
     Verdict,
     apply_attributes,
@@ -47,7 +52,8 @@ from idstream.domain.reasons import RejectReason
 class _Plan:
     target: str | None  # None: a new person
     losers: tuple[str, ...] = ()  # persons merged into the target
-    conflicts: tuple[tuple[Identity, RejectReason], ...] = ()  # owned identities not attached
+    # Owned identities not attached: why, and the limit a skipped merge would have exceeded.
+    conflicts: tuple[tuple[Identity, RejectReason, str | None], ...] = ()
 
 
 def _survivor_key(state: PoolState, pid: str) -> tuple[LogPosition, str]:
@@ -84,30 +90,38 @@ def _plan(
     losers = tuple(
         sorted((p for p in candidates if p != survivor), key=lambda p: _survivor_key(state, p))
     )
-    if losers and not _merge_fits(state, survivor, losers, config.limits):
-        return _no_merge(winner or candidates[0], wanted, owners, RejectReason.LIMIT_EXCEEDED)
+    exceeded = _merge_exceeds(state, survivor, losers, config.limits) if losers else None
+    if exceeded is not None:
+        return _no_merge(
+            winner or candidates[0], wanted, owners, RejectReason.LIMIT_EXCEEDED, exceeded
+        )
     return _Plan(survivor, losers)
 
 
 def _no_merge(
-    winner: str | None, wanted: list[Identity], owners: dict[Identity, str], reason: RejectReason
+    winner: str | None,
+    wanted: list[Identity],
+    owners: dict[Identity, str],
+    reason: RejectReason,
+    exceeded: str | None = None,
 ) -> _Plan:
-    conflicts = tuple((i, reason) for i in wanted if i in owners and owners[i] != winner)
+    conflicts = tuple((i, reason, exceeded) for i in wanted if i in owners and owners[i] != winner)
     return _Plan(winner, (), conflicts)
 
 
-def _merge_fits(
+def _merge_exceeds(
     state: PoolState, survivor: str, losers: tuple[str, ...], limits: PersonLimits
-) -> bool:
+) -> str | None:
+    """The limit the merge would exceed (LIMIT_NAMES, MERGES_LIMIT); None: it fits."""
     records = [state.profile(pid) for pid in (survivor, *losers)]
     absorbed = sum(1 + r.merges_absorbed for r in records[1:] if r is not None)
     if records[0] is None or records[0].merges_absorbed + absorbed > limits.merges_absorbed:
-        return False
+        return MERGES_LIMIT
     for kind in IDENTITY_PRIORITY:
         values = {v for r in records if r is not None for v in identities_of(r, kind)}
         if len(values) > limit(limits, kind):
-            return False
-    return True
+            return LIMIT_NAMES[kind]
+    return None
 
 
 def _unusable_reason(verdict: Verdict) -> RejectReason:
@@ -157,15 +171,19 @@ def _personalize(state: PoolState, claim: Claim, config: RuleConfig, verdict: Ve
         target = person_profile_id(state.pool, prid, claim.seq)
         create_profile(state, target, PERSON, claim)
     for loser in plan.losers:
+        # Why: the identity of the claim it owned that ranks highest.
+        kind, value = next(i for i in wanted if owners.get(i) == loser)
+        verdict.merged[loser] = MergeReason(SHARED_IDENTITY, kind, mask(kind, value))
         merge_profiles(state, loser, target)
-    for identity, reason in plan.conflicts:
-        verdict.reject(reason, *identity)
-    conflicted = {i for i, _ in plan.conflicts}
+    for identity, reason, exceeded in plan.conflicts:
+        verdict.reject(reason, *identity, limit=exceeded)
+    conflicted = {i for i, _, _ in plan.conflicts}
     for identity in wanted:
         if identity not in owners and identity not in conflicted:
             attach(state, target, identity, config, verdict)
     if anonymous is not None and state.profile(anonymous) is not None:
         if config.rules_of(state.pool).continuity is Continuity.LINK:
+            verdict.merged[anonymous] = MergeReason(CONTINUITY)
             merge_profiles(state, anonymous, target)
         else:
             unlink_install(state, prid, anonymous)

@@ -87,6 +87,32 @@ class Alias:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One change in a profile's history (pool_history.py): what the explorer shows of it, with
+    no raw personal value (identities masked, attribute names without values)."""
+
+    profile_id: str  # the profile it happened on (a profile merged in keeps its own id)
+    version: int
+    kind: str
+    event_id: str
+    event_time: int
+    fields: dict[str, str] = field(default_factory=dict)  # loser, reason, maskedValue, ...
+    names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # attributes, tags, ...
+    more: int = 0  # names left out (each list keeps at most a few)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryHead:
+    """How many entries a profile's history holds per section, and how many it let go."""
+
+    changes: int = 0
+    rejections: int = 0
+    changes_dropped: int = 0
+    rejections_dropped: int = 0
+    merges_dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Cursor:
     """Where the pool is in the input log (``pool_cursor``, key: ``key(pool)``).
 
@@ -109,6 +135,9 @@ ALIASES = "pool_aliases"
 FORGOTTEN = "pool_forgotten"
 PENDING = "pool_pending"
 CURSOR = "pool_cursor"
+HISTORY = "pool_history"
+HISTORY_HEADS = "pool_history_heads"
+FORGOTTEN_PROFILES = "pool_forgotten_profiles"
 
 POOL_TABLE_TYPES: Mapping[str, type] = MappingProxyType(
     {
@@ -119,6 +148,9 @@ POOL_TABLE_TYPES: Mapping[str, type] = MappingProxyType(
         FORGOTTEN: ForgetEntry,  # key(pool, identity_hash | install_hash)
         PENDING: Claim,  # key(pool, number(time), number(partition), number(offset))
         CURSOR: Cursor,  # key(pool)
+        HISTORY: HistoryEntry,  # key(pool, profileId, section, T, p, o, origin, version)
+        HISTORY_HEADS: HistoryHead,  # key(pool, profileId)
+        FORGOTTEN_PROFILES: ForgetEntry,  # key(pool, profile_hash)
     }
 )
 
@@ -136,6 +168,9 @@ class PoolTables:
     forgotten: StateTable[ForgetEntry]
     pending: StateTable[Claim]
     cursor: StateTable[Cursor]
+    history: StateTable[HistoryEntry]
+    history_heads: StateTable[HistoryHead]
+    forgotten_profiles: StateTable[ForgetEntry]
 
 
 def open_pool_tables(factory: TableFactory) -> PoolTables:
@@ -147,6 +182,9 @@ def open_pool_tables(factory: TableFactory) -> PoolTables:
         forgotten=factory(FORGOTTEN, ForgetEntry),
         pending=factory(PENDING, Claim),
         cursor=factory(CURSOR, Cursor),
+        history=factory(HISTORY, HistoryEntry),
+        history_heads=factory(HISTORY_HEADS, HistoryHead),
+        forgotten_profiles=factory(FORGOTTEN_PROFILES, ForgetEntry),
     )
 
 

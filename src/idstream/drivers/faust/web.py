@@ -17,16 +17,16 @@ from typing import Any
 from faust import web
 from yarl import URL
 
-from idstream.domain.config import DEFAULT_POOL
 from idstream.domain.events import IdentityKind
 from idstream.domain.identities import normalize_identity
-from idstream.domain.install_state import InstallRecord, open_install_tables
+from idstream.domain.install_state import open_install_tables
 from idstream.domain.keys import key as install_key
 from idstream.domain.pool import find_profile, identity_owner
 from idstream.domain.pool_state import open_pool_tables
 from idstream.drivers.faust import eventlog
 from idstream.drivers.faust.metrics import CONTENT_TYPE, Metrics, consumer_lag
 from idstream.drivers.faust.reader import PartitionReader
+from idstream.drivers.faust.web_explorer import register_explorer
 from idstream.drivers.faust.web_guard import (
     RAW_PARAM,
     VIEW,
@@ -40,12 +40,15 @@ from idstream.drivers.faust.web_guard import (
     host_middleware,
     request_facts,
 )
+from idstream.explorer.view import install_view, pool_names
 from idstream.masking import mask_install_view, mask_snapshot
 from idstream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
+# Kept here for the callers that import them from the worker's API.
+__all__ = ["Api", "install_api", "install_view", "pool_names", "web_options"]
 
 
 def web_options(settings: Settings) -> dict[str, Any]:
@@ -65,33 +68,6 @@ def web_options(settings: Settings) -> dict[str, Any]:
         "web_graph_enabled": False,
         "web_stats_enabled": False,
         "web_metrics_enabled": False,
-    }
-
-
-def pool_names(settings: Settings) -> list[str]:
-    """Every pool a profile can live in: the configured ones and the default."""
-    named = {*settings.pools.values(), *settings.continuity, *settings.conflict_mode}
-    return [DEFAULT_POOL, *sorted(named - {DEFAULT_POOL})]
-
-
-def install_view(rec: InstallRecord) -> dict[str, Any]:
-    """What /installs/{pushRegistrationId} answers."""
-    return {
-        "pushRegistrationId": rec.push_registration_id,
-        "appCode": rec.app_code,
-        "pool": rec.pool,
-        "profileId": rec.profile,
-        "lifecycle": rec.lifecycle,
-        # The pool has not answered an identity event of the install yet.
-        "pending": rec.answered < rec.awaiting,
-        "uninstalledAt": rec.uninstalled_at,
-        "primaryDevice": None if rec.primary_device is None else rec.primary_device.value,
-        "systemData": {k: s.value for k, s in sorted(rec.system_data.items())},
-        "customAttributes": {
-            k: s.value for k, s in sorted(rec.custom_attributes.items()) if s.value is not None
-        },
-        "lastLaunch": rec.last_launch,
-        "droppedLaunches": rec.dropped_launches,
     }
 
 
@@ -166,8 +142,10 @@ class Api:
         access: Access,
         path: str,
         find: Callable[[Any, str], dict[str, Any] | None],
+        mask: Callable[[dict[str, Any]], dict[str, Any]] = mask_snapshot,
     ) -> web.Response:
-        """Answer from the first pool whose owner finds something (`find(tables, pool)`)."""
+        """Answer from the first pool whose owner finds something (`find(tables, pool)`),
+        masked with `mask` unless raw values were granted."""
         asked = facts.query.get("pool")
         pools = [asked] if asked else self.pools
         unavailable = False
@@ -180,7 +158,7 @@ class Api:
             if url is None:
                 found = find(open_pool_tables(PartitionReader(self.pool_state, partition)), pool)
                 if found is not None:
-                    return self.reply(view, access, found if access.raw else mask_snapshot(found))
+                    return self.reply(view, access, found if access.raw else mask(found))
             elif access.forwarded:
                 unavailable = True  # assignments disagree (a rebalance): do not bounce
             else:
@@ -301,6 +279,8 @@ class Api:
                     return refused(self, exc)
                 api.metrics.set_lag(await consumer_lag(app, api.lag_topics))
                 return self.text(api.metrics.render(), content_type=CONTENT_TYPE)
+
+        register_explorer(api, refused)
 
 
 def install_api(
