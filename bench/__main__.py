@@ -19,6 +19,7 @@ ORDER = (
     "decode",
     "ceiling",
     "core",
+    "pool",
     "gateway",
     "state",
     "memory",

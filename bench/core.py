@@ -42,11 +42,16 @@ class EncodingSink:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.bytes = 0
+        self.skips: Counter[str] = Counter()
 
     def emit(self, output: Output) -> None:
         if output.value is not None:
             self.bytes += len(encode_record(output.value))
         self.counts[output.topic.value] += 1
+
+    def skip(self, reason: str, topic: str, partition: int, offset: int) -> None:
+        """An input skipped by a SPEC rule: no output, counted apart."""
+        self.skips[reason] += 1
 
     def close(self) -> None:
         """Nothing to release."""
@@ -76,6 +81,7 @@ def once(records: list[SimRecord], store_kind: str = "rocks") -> Sample:
             "per CPU-second": round(len(records) / cpu),
             "outputs": outputs,
             "dead letters": sink.counts["dead-letter"],
+            "skipped": sum(sink.skips.values()),
             "claims": driver.stats.claims,
         },
     )

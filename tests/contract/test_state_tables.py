@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from idstream.domain.overlay import OverlayTable
 from idstream.domain.ports import StateTable
 from idstream.errors import ConfigurationError, StateFormatError
 from idstream.storage.layout import FORMAT_VERSION_KEY
@@ -196,6 +197,9 @@ def test_matches_a_sorted_dict_model(
     stores.append((dict_store, dict_store.open("m", Nested), dict_store.flush))
     rocks = RocksStore(tmp_path_factory.mktemp("model"))
     stores.append((rocks, rocks.open("m", Nested), rocks.flush))
+    # A write buffer over RocksDB, as the stages use it: a step commits it.
+    buffered = OverlayTable(RocksStore(tmp_path_factory.mktemp("base")).open("m", Nested))
+    stores.append((None, buffered, buffered.commit))
     model: dict[str, Nested] = {}
     try:
         for op, key, n in ops:
@@ -218,6 +222,12 @@ def test_matches_a_sorted_dict_model(
                 for _, table, _ in stores:
                     assert list(table.scan(prefix)) == want
                     assert list(table.scan(prefix, reverse=True)) == want[::-1]
+                    for start in ["a", "ab", "b", "é", "éa", "zz"]:
+                        # Forward from `start` on; a reverse scan ignores it.
+                        from_start = [kv for kv in want if kv[0] >= start]
+                        assert list(table.scan(prefix, start=start)) == from_start
+                        got = list(table.scan(prefix, reverse=True, start=start))
+                        assert got == want[::-1]
     finally:
         rocks.close()
 

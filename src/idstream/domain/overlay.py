@@ -45,17 +45,20 @@ class OverlayTable(Generic[V]):
             insort(self._keys, key)
         self._writes[key] = value
 
-    def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
-        start = bisect_left(self._keys, prefix)
-        end = start
+    def scan(
+        self, prefix: str = "", *, reverse: bool = False, start: str = ""
+    ) -> Iterator[tuple[str, V]]:
+        begin = max(prefix, start) if start and not reverse else prefix
+        first = bisect_left(self._keys, begin)
+        end = first
         while end < len(self._keys) and self._keys[end].startswith(prefix):
             end += 1
         # A snapshot of the written keys, so callers may write while they iterate.
-        written = self._keys[start:end]
+        written = self._keys[first:end]
         if reverse:
             written.reverse()
         values = self._writes
-        base = self._base.scan(prefix, reverse=reverse)
+        base = self._base.scan(prefix, reverse=reverse, start=start)
         pending = iter(written)
         held = next(pending, None)
 

@@ -104,7 +104,10 @@ def _release(
     outputs: list[Output] = []
     notes: list[str] = []
     head = None
-    for found, claim in tables.pending.scan(key(pool)):
+    # From the oldest pending claim on: the applied ones before it are deleted, and a scan
+    # from the pool's first key would step over every one of them (RocksDB tombstones).
+    begin = pending_key(pool, cursor.head) if cursor.head is not None else ""
+    for found, claim in tables.pending.scan(key(pool), start=begin):
         if not pool_order.releasable(cursor, claim.position):
             head = claim.position
             break

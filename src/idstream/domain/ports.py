@@ -19,8 +19,14 @@ class StateTable(Protocol[V]):
 
     def delete(self, key: str) -> None: ...
 
-    def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
-        """Entries whose key starts with `prefix`, in key order (or reverse key order)."""
+    def scan(
+        self, prefix: str = "", *, reverse: bool = False, start: str = ""
+    ) -> Iterator[tuple[str, V]]:
+        """Entries whose key starts with `prefix`, in key order (or reverse key order).
+
+        `start` (forward scans only): begin at the first such key at or after it, so a scan
+        skips what is known to be gone (e.g. the pool's applied claims, deleted).
+        """
         ...
 
 

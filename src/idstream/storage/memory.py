@@ -50,12 +50,14 @@ class DictTable(Generic[V]):
         if self._values.pop(key, None) is not None:
             del self._keys[bisect_left(self._keys, key)]
 
-    def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
-        start = bisect_left(self._keys, prefix)
+    def scan(
+        self, prefix: str = "", *, reverse: bool = False, start: str = ""
+    ) -> Iterator[tuple[str, V]]:
+        first = bisect_left(self._keys, max(prefix, start) if start and not reverse else prefix)
         end_key = _prefix_end(prefix)
         end = len(self._keys) if end_key is None else bisect_left(self._keys, end_key)
         # A snapshot of the keys, so callers may write while they iterate.
-        keys = self._keys[start:end]
+        keys = self._keys[first:end]
         if reverse:
             keys.reverse()
         for key in keys:

@@ -130,10 +130,14 @@ class RocksTable(Generic[V]):
         self._pending[full] = value
         self._store.pending_writes += 1
 
-    def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
-        start = self._prefix + prefix.encode("utf-8")
-        pending = self._pending_range(start, reverse=reverse)
-        stored = self._stored_range(start, reverse=reverse)
+    def scan(
+        self, prefix: str = "", *, reverse: bool = False, start: str = ""
+    ) -> Iterator[tuple[str, V]]:
+        within = self._prefix + prefix.encode("utf-8")
+        first = self._prefix + start.encode("utf-8") if start and not reverse else within
+        first = max(first, within)
+        pending = self._pending_range(within, first, reverse=reverse)
+        stored = self._stored_range(within, first, reverse=reverse)
         cut = len(self._prefix)
         for full, value in _merge(stored, pending, reverse=reverse):
             if value is DELETED:
@@ -142,14 +146,16 @@ class RocksTable(Generic[V]):
                 value = self._codec.decode(value)
             yield full[cut:].decode("utf-8"), value
 
-    def _pending_range(self, start: bytes, *, reverse: bool) -> list[tuple[bytes, Any]]:
+    def _pending_range(
+        self, within: bytes, first: bytes, *, reverse: bool
+    ) -> list[tuple[bytes, Any]]:
         if not self._pending:
             return []
         if self._sorted is None:
             self._sorted = sorted(self._pending)
         keys = self._sorted
-        end = prefix_upper_bound(start)
-        lo = bisect_left(keys, start)
+        end = prefix_upper_bound(within)
+        lo = bisect_left(keys, first)
         hi = len(keys) if end is None else bisect_left(keys, end)
         # A snapshot, so callers may write while they iterate.
         found = [(k, self._pending[k]) for k in keys[lo:hi]]
@@ -157,10 +163,12 @@ class RocksTable(Generic[V]):
             found.reverse()
         return found
 
-    def _stored_range(self, start: bytes, *, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
+    def _stored_range(
+        self, start: bytes, first: bytes, *, reverse: bool
+    ) -> Iterator[tuple[bytes, bytes]]:
         it = self._db.iter()
         if not reverse:
-            it.seek(start)
+            it.seek(first)
             while it.valid():
                 key: bytes = it.key()
                 if not key.startswith(start):

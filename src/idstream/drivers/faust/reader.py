@@ -42,15 +42,18 @@ class PartitionReadTable(Generic[V]):
     def delete(self, key: str) -> None:
         raise ReadOnlyTableError(f"lookup deleted {key!r}")
 
-    def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
-        start = self._prefix + prefix.encode("utf-8")
+    def scan(
+        self, prefix: str = "", *, reverse: bool = False, start: str = ""
+    ) -> Iterator[tuple[str, V]]:
+        within = self._prefix + prefix.encode("utf-8")
         if reverse:
-            items = self._db.items(backwards=True, from_key=start + _AFTER)
+            items = self._db.items(backwards=True, from_key=within + _AFTER)
         else:
-            items = self._db.items(from_key=start)
+            first = max(within, self._prefix + start.encode("utf-8")) if start else within
+            items = self._db.items(from_key=first)
         skip = len(self._prefix)
         for raw_key, raw_value in items:
-            if not raw_key.startswith(start):
+            if not raw_key.startswith(within):
                 break
             yield raw_key[skip:].decode("utf-8"), self._decode(raw_value)
 

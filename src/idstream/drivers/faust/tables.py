@@ -107,25 +107,30 @@ class FaustStateTable(Generic[V]):
             insort(self._pending_keys.setdefault(partition, []), full)
         self._pending[full] = (partition, value)
 
-    def scan(self, prefix: str = "", *, reverse: bool = False) -> Iterator[tuple[str, V]]:
-        start = self._prefix + prefix.encode("utf-8")
+    def scan(
+        self, prefix: str = "", *, reverse: bool = False, start: str = ""
+    ) -> Iterator[tuple[str, V]]:
+        within = self._prefix + prefix.encode("utf-8")
+        first = within
+        if start and not reverse:
+            first = max(within, self._prefix + start.encode("utf-8"))
         partition = _partition()
         merged: dict[bytes, Any] = {}
         db = self._table.data._db_for_partition(partition)
         items = (
-            db.items(backwards=True, from_key=start + _AFTER)
+            db.items(backwards=True, from_key=within + _AFTER)
             if reverse
-            else db.items(from_key=start)
+            else db.items(from_key=first)
         )
         for raw_key, raw_value in items:
-            if not raw_key.startswith(start):
+            if not raw_key.startswith(within):
                 break
             merged[raw_key] = raw_value
         held = self._pending_keys.get(partition, [])
         pending = self._pending
-        for i in range(bisect_left(held, start), len(held)):
+        for i in range(bisect_left(held, first), len(held)):
             full = held[i]
-            if not full.startswith(start):
+            if not full.startswith(within):
                 break
             part, value = pending[full]
             if part == partition:
