@@ -19,6 +19,13 @@ _NUMBER_WIDTH = 20
 
 def key(*parts: str) -> str:
     """The key of a list of parts; also the prefix of every key that starts with them."""
+    # One and two parts are most keys: spelled out, they cost a third of the general case.
+    if len(parts) == 1:
+        (a,) = parts
+        return f"{len(a)}:{a}"
+    if len(parts) == 2:
+        a, b = parts
+        return f"{len(a)}:{a}{len(b)}:{b}"
     return "".join([f"{len(part)}:{part}" for part in parts])
 
 

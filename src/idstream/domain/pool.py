@@ -112,12 +112,14 @@ def _release(
             head = claim.position
             break
         tables.pending.delete(found)
-        cursor = replace(cursor, pending=cursor.pending - 1)
+        cursor = Cursor(
+            cursor.times, cursor.offsets, cursor.pending - 1, cursor.head, cursor.decisions
+        )
         done, cursor = apply(tables, claim, rules, cursor)
         messages.extend(done.messages)
         outputs.extend(done.outputs)
         notes.extend(done.notes)
-    cursor = replace(cursor, head=head)
+    cursor = Cursor(cursor.times, cursor.offsets, cursor.pending, head, cursor.decisions)
     return StageResult(tuple(messages), tuple(outputs), tuple(notes)), cursor
 
 
@@ -417,4 +419,4 @@ def _decisions(
                 lifecycle=after.lifecycle,
             )
         )
-    return decisions, replace(cursor, decisions=seq)
+    return decisions, Cursor(cursor.times, cursor.offsets, cursor.pending, cursor.head, seq)

@@ -10,8 +10,6 @@ decision is ever made again (SPEC §5). A source the pool has not heard from is 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from idstream.domain.messages import LogPosition
 from idstream.domain.pool_state import BEFORE_ALL, Cursor
 
@@ -29,15 +27,17 @@ def advance(cursor: Cursor, source: int, time: int, offset: int) -> Cursor | Non
     times = list(cursor.times)
     offsets = list(cursor.offsets)
     # A source's effective time never goes back (it is a running maximum).
-    times[source] = max(times[source], time)
+    if time > times[source]:
+        times[source] = time
     offsets[source] = offset
-    return replace(cursor, times=tuple(times), offsets=tuple(offsets))
+    # Built field by field: dataclasses.replace costs five times as much, once per message.
+    return Cursor(tuple(times), tuple(offsets), cursor.pending, cursor.head, cursor.decisions)
 
 
 def with_pending(cursor: Cursor, position: LogPosition) -> Cursor:
     """One more pending claim."""
     head = cursor.head if cursor.head is not None and cursor.head < position else position
-    return replace(cursor, pending=cursor.pending + 1, head=head)
+    return Cursor(cursor.times, cursor.offsets, cursor.pending + 1, head, cursor.decisions)
 
 
 def releasable(cursor: Cursor, position: LogPosition) -> bool:

@@ -132,9 +132,14 @@ class PoolState:
     identities: TrackedTable[IdentityOwner]
     aliases: TrackedTable[Alias]
     forgotten: TrackedTable[ForgetEntry]
+    prefix: str = ""  # keys.key(pool), set on creation
 
-    def key(self, *parts: str) -> str:
-        return keys.key(self.pool, *parts)
+    def __post_init__(self) -> None:
+        self.prefix = keys.key(self.pool)
+
+    def key(self, part: str) -> str:
+        """The key of `part` in this pool: keys.key(pool, part)."""
+        return f"{self.prefix}{len(part)}:{part}"
 
     def profile(self, pid: str) -> ProfileRecord | None:
         return self.profiles.get(self.key(pid)) if pid else None
