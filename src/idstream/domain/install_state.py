@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from types import MappingProxyType
 from typing import Any
 
@@ -152,6 +153,7 @@ def install_key(prid: str) -> str:
     return key(prid)
 
 
+@cache  # a handful of partitions, asked twice per record
 def source_key(partition: int) -> str:
     return key(number(partition))
 

@@ -24,10 +24,13 @@ class OverlayTable(Generic[V]):
     Keys order by code point, which is the UTF-8 byte order the stores use.
     """
 
-    def __init__(self, base: StateTable[V]) -> None:
+    def __init__(self, base: StateTable[V], dirty: list[OverlayTable[Any]] | None = None) -> None:
         self._base = base
         self._writes: dict[str, V | None] = {}  # None: deleted
         self._keys: list[str] = []  # the written keys, sorted, for scans
+        # Shared by the buffers of one Overlaid: each joins it at its first write, so a commit
+        # or drop visits only the tables that were written (most records write two or three).
+        self._dirty = dirty
 
     def get(self, key: str) -> V | None:
         if key in self._writes:
@@ -42,6 +45,8 @@ class OverlayTable(Generic[V]):
 
     def _write(self, key: str, value: V | None) -> None:
         if key not in self._writes:
+            if not self._writes and self._dirty is not None:
+                self._dirty.append(self)
             insort(self._keys, key)
         self._writes[key] = value
 
@@ -109,17 +114,21 @@ class Overlaid(Generic[T]):
 
     tables: T
     buffers: tuple[OverlayTable[Any], ...]
+    dirty: list[OverlayTable[Any]]  # the buffers written since the last commit or drop
 
     def commit(self) -> None:
-        for table in self.buffers:
+        for table in self.dirty:
             table.commit()
+        self.dirty.clear()
 
     def drop(self) -> None:
-        for table in self.buffers:
+        for table in self.dirty:
             table.drop()
+        self.dirty.clear()
 
 
 def overlaid(tables: T) -> Overlaid[T]:
     """The same tables (a dataclass of StateTables, e.g. InstallTables) behind write buffers."""
-    buffers = {f.name: OverlayTable(getattr(tables, f.name)) for f in fields(tables)}  # type: ignore[arg-type]
-    return Overlaid(type(tables)(**buffers), tuple(buffers.values()))
+    dirty: list[OverlayTable[Any]] = []
+    buffers = {f.name: OverlayTable(getattr(tables, f.name), dirty) for f in fields(tables)}  # type: ignore[arg-type]
+    return Overlaid(type(tables)(**buffers), tuple(buffers.values()), dirty)
