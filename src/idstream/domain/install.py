@@ -33,7 +33,6 @@ from idstream.domain.ids import anonymous_profile_id
 from idstream.domain.install_state import (
     DIGEST_EXCLUDED,
     INSTALL_TABLE_TYPES,
-    Expiry,
     HeldEvent,
     InstallRecord,
     InstallTables,
@@ -41,14 +40,14 @@ from idstream.domain.install_state import (
     SourcePosition,
     Stamped,
     event_wire,
-    expiry_key,
     held_key,
     install_key,
     open_install_tables,
+    seen_bucket,
     seen_key,
     source_key,
 )
-from idstream.domain.keys import from_number, key, number, parts
+from idstream.domain.keys import key, number
 from idstream.domain.messages import (
     ANSWERED_KINDS,
     NOTE_DUPLICATE,
@@ -119,25 +118,21 @@ def heartbeats(
 
 
 def sweep_seen(t: InstallTables, partition: int, time: int, window_ms: int) -> int:
-    """Forget the eventIds of `partition` seen more than the dedup window before `time`.
+    """Forget the eventIds of `partition` in the buckets before the one before `time`'s:
+    what is kept is at most two dedup windows old.
 
     Only a cleanup: `apply_event` compares times itself, so when the driver sweeps does not
     change any decision. Returns how many entries were deleted.
     """
-    prefix = key(number(partition))
-    cutoff = time - window_ms
+    # Every key of the bucket before `time`'s, and of later ones, sorts at or after this.
+    kept = key(number(partition), number(seen_bucket(time, window_ms) - 1))
     doomed: list[str] = []
-    for found, _ in t.seen_expiry.scan(prefix):
-        _, at, prid, event_id = parts(found)
-        if from_number(at) >= cutoff:
+    for found, _ in t.seen.scan(key(number(partition))):
+        if found >= kept:
             break
         doomed.append(found)
-        entry = seen_key(prid, event_id)
-        seen = t.seen.get(entry)
-        if seen is not None and seen.time == from_number(at):
-            t.seen.delete(entry)
     for found in doomed:
-        t.seen_expiry.delete(found)
+        t.seen.delete(found)
     return len(doomed)
 
 
@@ -159,12 +154,13 @@ def apply_event(
     forgotten later in the log is applied as the first time, but publishes nothing.
     """
     prid = event.push_registration_id
-    seen = seen_key(prid, event.event_id)
-    before = t.seen.get(seen)
-    if before is not None and time - before.time <= rules.dedup_window_ms:
-        return skip(NOTE_DUPLICATE, meta)
-    t.seen.put(seen, Seen(time))
-    t.seen_expiry.put(expiry_key(meta.partition, time, prid, event.event_id), Expiry())
+    window = rules.dedup_window_ms
+    bucket = seen_bucket(time, window)
+    for at in (bucket, bucket - 1):
+        before = t.seen.get(seen_key(meta.partition, at, prid, event.event_id))
+        if before is not None and time - before.time <= window:
+            return skip(NOTE_DUPLICATE, meta)
+    t.seen.put(seen_key(meta.partition, bucket, prid, event.event_id), Seen(time))
 
     position = (time, meta.partition, meta.offset)
     rec = t.installs.get(install_key(prid))

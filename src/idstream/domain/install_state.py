@@ -95,24 +95,21 @@ class SourcePosition:
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """An eventId applied to an install, at the effective time of its record
-    (``install_seen``, key: ``key(prid, eventId)``)."""
+    """An eventId applied to an install, at the effective time of its record (``install_seen``,
+    key: ``key(number(partition), number(bucket), prid, eventId)``, `seen_key`).
+
+    The bucket is the effective time divided by the dedup window, so a duplicate inside the
+    window is in the record's bucket or the one before, and whole buckets are swept in key
+    order: one write per event, no separate index by time.
+    """
 
     time: int
-
-
-@dataclass(frozen=True, slots=True)
-class Expiry:
-    """Index of `install_seen` by time, per input partition, so entries past the window are
-    deleted in order (``install_seen_expiry``,
-    key: ``key(number(partition), number(time), prid, eventId)``). Everything is in the key."""
 
 
 INSTALLS = "install_installs"
 HELD = "install_held"
 SOURCES = "install_sources"
 SEEN = "install_seen"
-SEEN_EXPIRY = "install_seen_expiry"
 
 INSTALL_TABLE_TYPES: Mapping[str, type] = MappingProxyType(
     {
@@ -120,14 +117,13 @@ INSTALL_TABLE_TYPES: Mapping[str, type] = MappingProxyType(
         HELD: HeldEvent,
         SOURCES: SourcePosition,
         SEEN: Seen,
-        SEEN_EXPIRY: Expiry,
     }
 )
 
 # Bookkeeping: where each partition is, and which eventIds are inside the dedup window (its
 # entries past the window are deleted whenever the driver sweeps, so their number depends on
 # batch boundaries; the dedup decision itself does not).
-DIGEST_EXCLUDED: frozenset[str] = frozenset({SOURCES, SEEN, SEEN_EXPIRY})
+DIGEST_EXCLUDED: frozenset[str] = frozenset({SOURCES, SEEN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +132,6 @@ class InstallTables:
     held: StateTable[HeldEvent]
     sources: StateTable[SourcePosition]
     seen: StateTable[Seen]
-    seen_expiry: StateTable[Expiry]
 
 
 def open_install_tables(factory: TableFactory) -> InstallTables:
@@ -145,7 +140,6 @@ def open_install_tables(factory: TableFactory) -> InstallTables:
         held=factory(HELD, HeldEvent),
         sources=factory(SOURCES, SourcePosition),
         seen=factory(SEEN, Seen),
-        seen_expiry=factory(SEEN_EXPIRY, Expiry),
     )
 
 
@@ -162,12 +156,13 @@ def held_key(prid: str, n: int) -> str:
     return key(prid, number(n))
 
 
-def seen_key(prid: str, event_id: str) -> str:
-    return key(prid, event_id)
+def seen_bucket(time: int, window_ms: int) -> int:
+    """The `install_seen` bucket of an effective time: one per dedup window."""
+    return time // max(window_ms, 1)
 
 
-def expiry_key(partition: int, time: int, prid: str, event_id: str) -> str:
-    return key(number(partition), number(time), prid, event_id)
+def seen_key(partition: int, bucket: int, prid: str, event_id: str) -> str:
+    return key(number(partition), number(bucket), prid, event_id)
 
 
 def _identity(identity: UserIdentity) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from idstream.domain.install import (
     sweep_seen,
 )
 from idstream.domain.install_state import InstallRecord, InstallTables, event_wire
-from idstream.domain.keys import key
+from idstream.domain.keys import key, parts
 from idstream.domain.messages import NOTE_DUPLICATE, Claim, LinkDecision, OutputTopic, StageResult
 from idstream.domain.reasons import RejectReason
 from idstream.storage.memory import DictStore
@@ -251,12 +251,17 @@ def test_sweeping_the_seen_event_ids_never_changes_a_decision() -> None:
     )
     for stage in (swept, kept):
         stage.send(Custom(**common("s1", 1), definition_id="x"), record_time=1_000)
-        stage.send(Custom(**common("s2", 1), definition_id="x"), record_time=5_000)
-    assert sweep_seen(swept.tables, 0, 12_000, 10_000) == 1
-    assert [k for k, _ in swept.tables.seen.scan()] == [key(PRID, "s2")]
+        stage.send(Custom(**common("s2", 1), definition_id="x"), record_time=11_000)
+        stage.send(Custom(**common("s3", 1), definition_id="x"), record_time=15_000)
+    # Buckets are one window wide; a sweep keeps the bucket of its time and the one before.
+    assert sweep_seen(swept.tables, 0, 21_000, 10_000) == 1
+    assert [parts(k)[2:] for k, _ in swept.tables.seen.scan()] == [[PRID, "s2"], [PRID, "s3"]]
     for stage in (swept, kept):
-        assert resolved(stage.send(Custom(**common("s1", 1), definition_id="x"), 12_000))
-        assert not resolved(stage.send(Custom(**common("s2", 1), definition_id="x"), 12_000))
+        # s1 was swept, s2 is kept but past the window: both are new events again.
+        assert resolved(stage.send(Custom(**common("s1", 1), definition_id="x"), 21_500))
+        assert resolved(stage.send(Custom(**common("s2", 1), definition_id="x"), 21_500))
+        # s3, in the bucket before, is inside the window.
+        assert not resolved(stage.send(Custom(**common("s3", 1), definition_id="x"), 21_500))
 
 
 # -- 30-second launch dedup --------------------------------------------------------------
