@@ -139,7 +139,7 @@ class RocksTable(Generic[V]):
         pending = self._pending_range(within, first, reverse=reverse)
         stored = self._stored_range(within, first, reverse=reverse)
         cut = len(self._prefix)
-        for full, value in _merge(stored, pending, reverse=reverse):
+        for full, value in merge_sorted(stored, pending, reverse=reverse):
             if value is DELETED:
                 continue
             if isinstance(value, bytes):
@@ -205,7 +205,7 @@ class RocksTable(Generic[V]):
         self._sorted = []
 
 
-def _merge(
+def merge_sorted(
     stored: Iterator[tuple[bytes, Any]], pending: list[tuple[bytes, Any]], *, reverse: bool
 ) -> Iterator[tuple[bytes, Any]]:
     """Merge two key-ordered streams; on equal keys the pending entry wins."""

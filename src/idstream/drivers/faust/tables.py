@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
+from itertools import takewhile
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from faust.streams import current_event
@@ -31,6 +32,7 @@ from faust.types import TP
 from idstream.domain.ports import StateTable
 from idstream.storage.codec import ValueCodec
 from idstream.storage.layout import table_prefix
+from idstream.storage.rocks import merge_sorted
 
 V = TypeVar("V")
 
@@ -80,18 +82,21 @@ class FaustStateTable(Generic[V]):
         codec = ValueCodec(value_type)
         self._encode = codec.encode
         self._decode = codec.decode
-        # full key -> (partition, value or DELETED), written at the end of the batch.
-        self._pending: dict[bytes, tuple[int, Any]] = {}
+        # partition -> full key -> value or DELETED, written at the end of the batch. Each
+        # partition has a RocksDB of its own: one never sees another's keys.
+        self._pending: dict[int, dict[bytes, Any]] = {}
         # partition -> its held keys, sorted: a scan finds its range by bisection.
         self._pending_keys: dict[int, list[bytes]] = {}
 
     def get(self, key: str) -> V | None:
         full = self._prefix + key.encode("utf-8")
-        held = self._pending.get(full)
+        partition = _partition()
+        held = self._pending.get(partition)
         if held is not None:
-            value = held[1]
-            return None if value is DELETED else value
-        raw = self._table.data._db_for_partition(_partition()).get(full)
+            value = held.get(full)
+            if value is not None:
+                return None if value is DELETED else value
+        raw = self._table.data._db_for_partition(partition).get(full)
         return None if raw is None else self._decode(raw)
 
     def put(self, key: str, value: V) -> None:
@@ -102,10 +107,13 @@ class FaustStateTable(Generic[V]):
 
     def _hold(self, full: bytes, value: Any) -> None:
         partition = _partition()
-        held = self._pending.get(full)
-        if held is None or held[0] != partition:
-            insort(self._pending_keys.setdefault(partition, []), full)
-        self._pending[full] = (partition, value)
+        held = self._pending.get(partition)
+        if held is None:
+            held = self._pending[partition] = {}
+            self._pending_keys[partition] = []
+        if full not in held:
+            insort(self._pending_keys[partition], full)
+        held[full] = value
 
     def scan(
         self, prefix: str = "", *, reverse: bool = False, start: str = ""
@@ -115,33 +123,32 @@ class FaustStateTable(Generic[V]):
         if start and not reverse:
             first = max(within, self._prefix + start.encode("utf-8"))
         partition = _partition()
-        merged: dict[bytes, Any] = {}
         db = self._table.data._db_for_partition(partition)
         items = (
             db.items(backwards=True, from_key=within + _AFTER)
             if reverse
             else db.items(from_key=first)
         )
-        for raw_key, raw_value in items:
-            if not raw_key.startswith(within):
-                break
-            merged[raw_key] = raw_value
-        held = self._pending_keys.get(partition, [])
-        pending = self._pending
-        for i in range(bisect_left(held, first), len(held)):
-            full = held[i]
+        # The batch's held writes in the range, a snapshot (the caller may write while it
+        # iterates, as DictTable allows); RocksDB is read lazily, so a scan that stops early
+        # reads only what it used. Writes reach RocksDB only at the end of the batch.
+        keys = self._pending_keys.get(partition, [])
+        pending = self._pending.get(partition, {})
+        held: list[tuple[bytes, Any]] = []
+        for i in range(bisect_left(keys, first), len(keys)):
+            full = keys[i]
             if not full.startswith(within):
                 break
-            part, value = pending[full]
-            if part == partition:
-                merged[full] = value
+            held.append((full, pending[full]))
+        if reverse:
+            held.reverse()
+        stored = takewhile(lambda item: item[0].startswith(within), items)
         skip = len(self._prefix)
-        # A snapshot, so the caller may write while it iterates (as DictTable allows).
-        for full in sorted(merged, reverse=reverse):
-            value = merged[full]
+        decode = self._decode
+        for full, value in merge_sorted(stored, held, reverse=reverse):
             if value is DELETED:
                 continue
-            decoded = self._decode(value) if isinstance(value, bytes) else value
+            decoded = decode(value) if isinstance(value, bytes) else value
             yield full[skip:].decode("utf-8"), decoded
 
     def discard(self) -> None:
@@ -153,8 +160,9 @@ class FaustStateTable(Generic[V]):
         pending, self._pending = self._pending, {}
         self._pending_keys = {}
         encode = self._encode
-        for full, (partition, value) in pending.items():
-            yield partition, full, None if value is DELETED else encode(value)
+        for partition, held in pending.items():
+            for full, value in held.items():
+                yield partition, full, None if value is DELETED else encode(value)
 
 
 def _partition() -> int:
