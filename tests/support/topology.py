@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import urllib.request
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from tests.support.processes import ManagedProcess, ProcessPool
 from tests.support.waiting import wait_for
 
 READY_LINE = "[^Worker]: Ready"
+METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 
 
 def _get(url: str, token: str | None) -> str:
@@ -138,18 +141,23 @@ class Topology:
 
     async def pending_claims(self) -> float:
         """Claims the running workers hold back for the watermark (their /metrics)."""
-        total = 0.0
+        found = await self.metrics()
+        return sum(v for (name, _), v in found.items() if name == "idstream_pending_claims")
+
+    async def metrics(self) -> defaultdict[tuple[str, str], float]:
+        """(name, labels) -> value from the running workers' /metrics, summed over them."""
+        total: defaultdict[tuple[str, str], float] = defaultdict(float)
         for proc in self.workers:
             if not proc.is_running():
                 continue
             port = self.ports[int(proc.name.split("-")[1])]
             url = f"http://127.0.0.1:{port}/metrics"
             text = await asyncio.to_thread(_get, url, self.http_token)
-            total += sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                if line.startswith("idstream_pending_claims{")
-            )
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    match = METRIC_LINE.match(line)
+                    assert match, f"not Prometheus text: {line!r}"
+                    total[(match[1], match[2] or "")] += float(match[3])
         return total
 
     async def wait_done(self, timeout: float = 240) -> None:

@@ -11,16 +11,17 @@ names its input record (`source`), and every skip is reported with its record's 
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from functools import cache
 
 import pytest
+from tests.support.outcomes import Position, sink_outcomes
 
 from idstream.codecs import Rejection, decode
 from idstream.domain.events import AnyEvent, AppLaunch
 from idstream.domain.identities import forbidden_character
-from idstream.domain.messages import NOTE_DUPLICATE, NOTE_LAUNCH_DROPPED, OutputTopic
-from idstream.drivers.local.driver import LocalDriver
+from idstream.domain.messages import NOTE_DUPLICATE, NOTE_LAUNCH_DROPPED
+from idstream.drivers.local.driver import INPUT_TOPIC, LocalDriver
 from idstream.drivers.local.sinks import MemorySink
 from idstream.drivers.partitioner import kafka_partition
 from idstream.simulate import SimRecord
@@ -31,8 +32,6 @@ PARTITIONS = 4
 SHUFFLE_SEEDS = (1, 2, 3, 4, 5)
 SKIPS = (NOTE_DUPLICATE, NOTE_LAUNCH_DROPPED)
 
-Position = tuple[int, int]  # (partition, offset)
-
 
 @cache
 def records() -> tuple[SimRecord, ...]:
@@ -41,19 +40,8 @@ def records() -> tuple[SimRecord, ...]:
 
 def outcomes(sink: MemorySink) -> dict[Position, list[str]]:
     """What happened to each input record, by (partition, offset)."""
-    found: dict[Position, list[str]] = defaultdict(list)
-    for output in sink[OutputTopic.RESOLVED_EVENTS]:
-        assert output.value is not None
-        source = output.value["source"]
-        found[(source["partition"], source["offset"])].append("resolved")
-    for output in sink[OutputTopic.DEAD_LETTER]:
-        assert output.value is not None
-        source = output.value["source"]
-        reason = output.value["reason"]
-        found[(source["partition"], source["offset"])].append(f"dead_letter:{reason}")
-    for reason, _, partition, offset in sink.skips:
-        found[(partition, offset)].append(reason)
-    return found
+    found = sink_outcomes(sink, INPUT_TOPIC)
+    return {position: [o.what for o in found[position]] for position in found}
 
 
 @cache
