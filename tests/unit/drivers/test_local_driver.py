@@ -239,3 +239,22 @@ def test_a_continuation_onto_offsets_taken_by_the_last_runs_ticks_is_refused(
     assert "--no-drain" in capsys.readouterr().err
     # Refused before anything was applied: no record lost in silence, outputs untouched.
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
+def test_state_built_with_another_key_for_personal_data_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = tmp_path / "history.jsonl"
+    write_envelopes(history, Traffic(TrafficConfig(seed=7, users=20, events=300)), "t", 6)
+    state = ("--state", tmp_path / "state", "--output", tmp_path / "out")
+    monkeypatch.setenv("IDSTREAM_PERSONAL_DATA_KEY", "the-first-key-of-this-deployment")
+    assert _replay("--input", history, *state)[0] == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    monkeypatch.setenv("IDSTREAM_PERSONAL_DATA_KEY", "another-key-of-another-deployment")
+    assert _replay("--input", history, *state)[0] == 2
+    assert "another key for personal data" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    # The same key again continues the state (every record is in it already).
+    monkeypatch.setenv("IDSTREAM_PERSONAL_DATA_KEY", "the-first-key-of-this-deployment")
+    code, said = _replay("--input", history, *state)
+    assert code == 0 and "already in the state (skipped): 300" in said

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from idstream.domain.erasure import NOTHING_ERASED, Erased
+from idstream.domain.identities import key_fingerprint
 from idstream.errors import IdstreamError
 
 # How often the progress line is redrawn, in seconds.
@@ -177,6 +178,11 @@ def run(args: argparse.Namespace) -> int:
         register = _register(args.register) if args.register else NOTHING_ERASED
         # The state first: a refused state directory leaves the output files untouched.
         store = RocksStore(args.state)
+        try:
+            store.bind_key(key_fingerprint(settings.personal_key()))
+        except IdstreamError:
+            store.close()
+            raise
         sink = JsonlSink(args.output)
     except (IdstreamError, OSError) as exc:
         print(f"idstream replay: {exc}", file=sys.stderr)
