@@ -22,7 +22,12 @@ RESOLVER_TABLE_TYPES: Mapping[str, type] = {
     **install.INSTALL_TABLE_TYPES,
     **pool.POOL_TABLE_TYPES,
 }
-RESOLVER_DIGEST_EXCLUDED: frozenset[str] = install.DIGEST_EXCLUDED | pool.DIGEST_EXCLUDED
+# The in-process driver's own bookkeeping of the input log (drivers/local/driver.py): which
+# offsets its end-of-run tick records took.
+REPLAY_TICKS = "replay_ticks"
+RESOLVER_DIGEST_EXCLUDED: frozenset[str] = (
+    install.DIGEST_EXCLUDED | pool.DIGEST_EXCLUDED | {REPLAY_TICKS}
+)
 
 
 def _included(

@@ -197,6 +197,12 @@ def _mac(secret: bytes, *parts: str) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()[:40]
 
 
+def key_fingerprint(secret: bytes) -> str:
+    """Names the deployment's key without revealing it: state built with one key is refused
+    by a process that has another (its hashes would not find the state's)."""
+    return "k" + _mac(secret, "fingerprint of the key for personal data")[:16]
+
+
 def identity_hash(secret: bytes, pool: str, kind: IdentityKind | str, value: str) -> str:
     """What stands for a normalized identity wherever it is a key (the identity index, the
     forget register): no table or changelog key holds a raw identity."""

@@ -15,6 +15,9 @@ STATE_FORMAT_VERSION: Final = 2  # 2: log-ordered pool, injective keys
 # Reserved keys (outside every table's prefix).
 FORMAT_VERSION_KEY: Final = b"\x00idstream\x00state_format_version"
 
+# A fingerprint of the key for hashes of personal data the state was built with.
+KEY_FINGERPRINT_KEY: Final = b"\x00idstream\x00personal_key_fingerprint"
+
 SEPARATOR: Final = b"\x00"
 
 

@@ -22,6 +22,7 @@ from idstream.errors import ConfigurationError, StateFormatError
 from idstream.storage.codec import ValueCodec
 from idstream.storage.layout import (
     FORMAT_VERSION_KEY,
+    KEY_FINGERPRINT_KEY,
     STATE_FORMAT_VERSION,
     prefix_upper_bound,
     table_prefix,
@@ -268,6 +269,19 @@ class RocksStore:
             raise StateFormatError(
                 f"{self.path} holds state format {version}, this idstream reads "
                 f"{STATE_FORMAT_VERSION}: rebuild the state into an empty directory"
+            )
+
+    def bind_key(self, fingerprint: str) -> None:
+        """Refuse (StateFormatError) state built with another key for personal data; state
+        without a fingerprint yet takes this one."""
+        found = self.db.get(KEY_FINGERPRINT_KEY)
+        if found is None:
+            self.db.put(KEY_FINGERPRINT_KEY, fingerprint.encode("utf-8"))
+        elif found.decode("utf-8") != fingerprint:
+            raise StateFormatError(
+                f"{self.path} was built with another key for personal data (its identity "
+                "hashes would not match this key's: people would be split and a forget could "
+                "miss them); use the deployment's key, or replay into an empty directory"
             )
 
     def __call__(self, name: str, value_type: type[V]) -> StateTable[V]:

@@ -4,6 +4,7 @@ interleavings, output files."""
 from __future__ import annotations
 
 import io
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import orjson
@@ -17,6 +18,7 @@ from idstream.drivers.local.driver import LocalDriver
 from idstream.drivers.partitioner import kafka_partition
 from idstream.settings import load_settings
 from idstream.simulate import Traffic, TrafficConfig
+from idstream.simulate.cli import write_envelopes
 from idstream.storage.memory import DictStore
 from idstream.storage.rocks import RocksStore
 
@@ -182,3 +184,77 @@ def test_replay_refuses_to_run_without_a_key_for_personal_data(
     assert not (tmp_path / "s").exists()
     monkeypatch.setenv("IDSTREAM_DEV_MODE", "true")
     assert main([*args, "--output", str(tmp_path / "o")]) == 0
+
+
+def _replay(*args: str | Path) -> tuple[int, str]:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = main(["replay", *map(str, args)])
+    return code, out.getvalue()
+
+
+def _lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines()
+
+
+def test_a_history_replayed_in_two_parts_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IDSTREAM_PERSONAL_DATA_KEY", "test-key-of-sixteen-bytes")
+    history = tmp_path / "history.jsonl"
+    records = Traffic(TrafficConfig(seed=7, users=60, events=2000))
+    write_envelopes(history, records, "idstream.events", 6)
+    lines = _lines(history)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_bytes(b"\n".join(lines[:1000]) + b"\n")
+    second.write_bytes(b"\n".join(lines[1000:]) + b"\n")
+    whole = ("--state", tmp_path / "whole-state", "--output", tmp_path / "whole")
+    split = ("--state", tmp_path / "split-state", "--output", tmp_path / "split")
+    assert _replay("--input", history, *whole)[0] == 0
+    # The first part leaves the claims that wait for later records pending.
+    assert _replay("--input", first, "--no-drain", *split)[0] == 0
+    code, said = _replay("--input", second, *split)
+    assert code == 0 and "already in the state" not in said
+    for topic in ("resolved-events", "dead-letter", "profile-changes"):
+        whole_out = sorted(_lines(tmp_path / "whole" / f"{topic}.jsonl"))
+        assert sorted(_lines(tmp_path / "split" / f"{topic}.jsonl")) == whole_out, topic
+    assert said.splitlines()[-1] == _replay("--input", history, *whole)[1].splitlines()[-1]
+
+
+def test_a_continuation_onto_offsets_taken_by_the_last_runs_ticks_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IDSTREAM_PERSONAL_DATA_KEY", "test-key-of-sixteen-bytes")
+    history = tmp_path / "history.jsonl"
+    write_envelopes(history, Traffic(TrafficConfig(seed=7, users=60, events=2000)), "t", 6)
+    lines = _lines(history)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_bytes(b"\n".join(lines[:1000]) + b"\n")
+    second.write_bytes(b"\n".join(lines[1000:]) + b"\n")
+    state = ("--state", tmp_path / "state", "--output", tmp_path / "out")
+    assert _replay("--input", first, *state)[0] == 0  # drained: ticks took offsets
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    code, _ = _replay("--input", second, *state)
+    assert code == 2
+    assert "--no-drain" in capsys.readouterr().err
+    # Refused before anything was applied: no record lost in silence, outputs untouched.
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
+def test_state_built_with_another_key_for_personal_data_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = tmp_path / "history.jsonl"
+    write_envelopes(history, Traffic(TrafficConfig(seed=7, users=20, events=300)), "t", 6)
+    state = ("--state", tmp_path / "state", "--output", tmp_path / "out")
+    monkeypatch.setenv("IDSTREAM_PERSONAL_DATA_KEY", "the-first-key-of-this-deployment")
+    assert _replay("--input", history, *state)[0] == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    monkeypatch.setenv("IDSTREAM_PERSONAL_DATA_KEY", "another-key-of-another-deployment")
+    assert _replay("--input", history, *state)[0] == 2
+    assert "another key for personal data" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    # The same key again continues the state (every record is in it already).
+    monkeypatch.setenv("IDSTREAM_PERSONAL_DATA_KEY", "the-first-key-of-this-deployment")
+    code, said = _replay("--input", history, *state)
+    assert code == 0 and "already in the state (skipped): 300" in said

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from idstream.domain.erasure import NOTHING_ERASED, Erased
+from idstream.domain.identities import key_fingerprint
 from idstream.errors import IdstreamError
 
 # How often the progress line is redrawn, in seconds.
@@ -59,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="a forget register from an earlier run of the same log (its forget-register.jsonl):"
         " nothing of a person it names is published again",
+    )
+    parser.add_argument(
+        "--no-drain",
+        action="store_true",
+        help="leave the claims that wait for other partitions pending at the end (their "
+        "events held), for a later run that continues the state with the rest of the log; "
+        "without it, the run ends with tick records of its own so that everything is applied",
     )
     parser.add_argument("--settings", type=Path, help="settings file (TOML or JSON)")
 
@@ -127,6 +135,19 @@ def _register(path: Path) -> Erased:
     return read_register(records)
 
 
+def _first_offsets(path: Path) -> dict[int, int]:
+    """The offset of each partition's first envelope in the file that gives one."""
+    from idstream.codecs.envelope import decode_envelope
+
+    first: dict[int, int] = {}
+    with open(path, "rb", buffering=1 << 20) as file:
+        for line in file:
+            if line.strip():
+                record = decode_envelope(line.strip())
+                first.setdefault(record.partition, record.offset)
+    return first
+
+
 def _first_line(path: Path) -> bytes:
     with open(path, "rb") as file:
         for line in file:
@@ -157,6 +178,11 @@ def run(args: argparse.Namespace) -> int:
         register = _register(args.register) if args.register else NOTHING_ERASED
         # The state first: a refused state directory leaves the output files untouched.
         store = RocksStore(args.state)
+        try:
+            store.bind_key(key_fingerprint(settings.personal_key()))
+        except IdstreamError:
+            store.close()
+            raise
         sink = JsonlSink(args.output)
     except (IdstreamError, OSError) as exc:
         print(f"idstream replay: {exc}", file=sys.stderr)
@@ -175,6 +201,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if driver.resumed:
         print(f"idstream replay: continuing the existing state in {args.state}", file=sys.stderr)
+        if envelopes:
+            # Before anything is applied: refused, the run leaves state and outputs as they were.
+            try:
+                driver.check_offsets(_first_offsets(args.input))
+            except (ValueError, EnvelopeError) as exc:
+                driver.close()
+                print(f"idstream replay: {exc}", file=sys.stderr)
+                return 2
     progress = Progress(total, sys.stderr)
     records = 0
     try:
@@ -199,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
                 records += 1
                 if not records & 0xFF:
                     progress.update(records, done)
-        driver.drain()
+        driver.drain(ticks=not args.no_drain)
         elapsed = progress.finish(records)
         digest = driver.digest()
     except ValueError as exc:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from idstream.codecs import DEFAULT_LIMITS, Limits, Rejection, decode
-from idstream.digest import RESOLVER_DIGEST_EXCLUDED, state_digest
+from idstream.digest import REPLAY_TICKS, RESOLVER_DIGEST_EXCLUDED, state_digest
 from idstream.domain import install as install_stage
 from idstream.domain import pool as pool_stage
 from idstream.domain import pool_order
@@ -29,6 +29,7 @@ from idstream.domain.config import DEFAULT_RULES, RuleConfig
 from idstream.domain.erasure import NOTHING_ERASED, Erased
 from idstream.domain.events import RecordMeta
 from idstream.domain.install_state import source_key
+from idstream.domain.keys import key, number
 from idstream.domain.messages import (
     DEAD_LETTER_MAX_BYTES,
     SKIP_REASONS,
@@ -73,6 +74,21 @@ class Stats:
     decisions: int = 0
     outputs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OutputTopic, 0))
     skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class TickSpan:
+    """Offsets of an input partition that `drain` gave to tick records of its own
+    (``replay_ticks``, key: ``key(number(partition))``): after `real`, the offset of the last
+    input record, up to `last`. A later run whose records carry offsets of their own (an
+    exported history) must not reuse them."""
+
+    real: int
+    last: int
+
+
+class OffsetTakenError(ValueError):
+    """An input record's offset was given to one of an earlier run's own tick records."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +162,8 @@ class LocalDriver:
         self._partition_of: dict[bytes, int] = {}
         # Per pool: the input partitions its oldest pending claim waits for.
         self._waiting: dict[str, tuple[int, ...]] = {}
+        self._tick_table = self.store(REPLAY_TICKS, TickSpan)
+        self._ticks: dict[int, TickSpan] = {}
         self._resume()
 
     def _resume(self) -> None:
@@ -156,6 +174,24 @@ class LocalDriver:
                 self._offsets[partition] = known.offset + 1
                 self._positions[partition] = (known.time, known.offset)
                 self._clock = max(self._clock, known.time + 1)
+            span = self._tick_table.get(key(number(partition)))
+            if span is not None:
+                self._ticks[partition] = span
+
+    def check_offsets(self, first: Mapping[int, int]) -> None:
+        """Raise OffsetTakenError if an input partition's first record (`first`: partition ->
+        offset) would land on an offset an earlier run gave to its own tick records; such a
+        record would be taken for one applied already, and lost."""
+        for partition, offset in sorted(first.items()):
+            span = self._ticks.get(partition)
+            if span is not None and span.real < offset <= span.last:
+                raise OffsetTakenError(
+                    f"input partition {partition}: the state's last run ended with tick records "
+                    f"of its own at offsets {span.real + 1}..{span.last} (to apply the claims "
+                    f"waiting at its end), and this input has a record at offset {offset}. "
+                    "Replay the whole history into empty state, or end every run but the last "
+                    "with --no-drain"
+                )
 
     @property
     def resumed(self) -> bool:
@@ -193,6 +229,8 @@ class LocalDriver:
             raise ValueError(f"partition {partition} outside 0..{self.partitions - 1}")
         if offset is None:
             offset = self._offsets[partition]
+        else:
+            self.check_offsets({partition: offset})
         self._offsets[partition] = max(self._offsets[partition], offset + 1)
         if record_timestamp is None:
             record_timestamp = self._untimed()
@@ -222,13 +260,21 @@ class LocalDriver:
         self.drain()
         return self.stats
 
-    def drain(self) -> None:
+    def drain(self, *, ticks: bool = True) -> None:
         """Run until nothing is left: tick records go to every partition a pool still waits
-        for (as a worker appends them to silent partitions), until no claim is pending."""
+        for (as a worker appends them to silent partitions), until no claim is pending.
+        Without `ticks`, the claims that wait stay pending, for a later run that continues the
+        log (its own records then advance those partitions)."""
         self.run()
-        while self._waiting:
+        while ticks and self._waiting:
             silent = sorted({q for sources in self._waiting.values() for q in sources})
             for partition in silent:
+                # Remembered, so a later run's records cannot take the tick's offset.
+                offset = self._offsets[partition]
+                span = self._ticks.get(partition)
+                real = span.real if span is not None and span.last == offset - 1 else offset - 1
+                self._ticks[partition] = span = TickSpan(real, offset)
+                self._tick_table.put(key(number(partition)), span)
                 self.submit(
                     b"",
                     record_timestamp=self._clock,
