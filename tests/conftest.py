@@ -15,11 +15,17 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from idstream.devbroker import KAFKA_VERSION, LocalKafka, broker_answers, free_port
 from idstream.errors import BrokerUnavailableError
 from tests.support.names import UniqueNames
 from tests.support.processes import ProcessPool
+
+# No time limit per generated example: on a shared, loaded host a slow example is the host's,
+# not a defect (a property test must fail on behaviour only).
+hypothesis_settings.register_profile("idstream", deadline=None)
+hypothesis_settings.load_profile("idstream")
 
 logger = logging.getLogger(__name__)
 
