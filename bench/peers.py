@@ -9,7 +9,10 @@ Each run then spawns, one after the other and each with its own group, outputs a
   per pushRegistrationId, one JSON output per accepted event); done when its group has
   committed the whole input;
 - idstream: `python -m idstream worker` (bench/e2e.py's `Deployment`); done when its group
-  has committed every input, claim and decision.
+  has committed every input, claim and decision. It reads a copy of the input made for the
+  run (the same N records, produced before its clock starts), because a worker appends tick
+  records to an input partition a pool waits for (SPEC §5), and the other systems must read
+  exactly the N records.
 
 Rate after start-up, the same for all three: N / (time of the last output record - time of
 the first), both stamped by the broker (every output topic has
@@ -265,11 +268,14 @@ class Bench:
                 )
 
     async def idstream(self) -> PeerRun:
-        dep = Deployment(self.bootstrap, self.source, self.partitions, self.root, [])
+        source = f"bench.peers.in-idstream.{uuid.uuid4().hex[:8]}"
+        await _create_topics(self.bootstrap, [source], self.partitions, {source: INPUT_CONFIG})
+        dep = Deployment(self.bootstrap, source, self.partitions, self.root, [])
         t = dep.settings.topics
         outputs = [t.resolved_events, t.profile_changes, t.profiles, t.dead_letter]
         configs = topic_configs(dep.settings)
         try:
+            await fill(self.bootstrap, source, self.events)
             await dep.create_topics(
                 {
                     n: {**configs[n], **APPEND_TIME} if n in outputs else configs[n]
@@ -290,7 +296,7 @@ class Bench:
         finally:
             with contextlib.suppress(Exception):
                 await _delete_topics(
-                    self.bootstrap, [*dep.topics(), *changelog_topics(dep.settings)]
+                    self.bootstrap, [source, *dep.topics(), *changelog_topics(dep.settings)]
                 )
 
     async def _topics(self, prefix: str) -> list[str]:
