@@ -51,13 +51,20 @@ DEFAULT_BLOCKLIST: frozenset[str] = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class PersonLimits:
-    """Per-person caps (SPEC §4.6). A change that would exceed one is rejected."""
+    """Per-person caps (SPEC §4.6). A change that would exceed one is rejected.
+
+    `installs` bounds the installs linked to one person (uninstalled ones included): a
+    personalize that would link one more stays on its anonymous profile, and a merge that
+    would exceed it is skipped. It keeps a person's snapshot under Kafka's message size and
+    the work of each claim on that person flat, whatever the input.
+    """
 
     external_user_ids: int = 1
     emails: int = 100
     phones: int = 100
     merges_absorbed: int = 100
     tags: int = 500
+    installs: int = 100
 
 
 @dataclass(frozen=True, slots=True)

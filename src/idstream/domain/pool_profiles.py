@@ -56,7 +56,7 @@ class Rejected:
     reason: RejectReason
     kind: IdentityKind
     masked: str
-    limit: str | None = None  # limit_exceeded: which limit (LIMIT_NAMES, MERGES_LIMIT)
+    limit: str | None = None  # limit_exceeded: which (LIMIT_NAMES, MERGES_LIMIT, INSTALLS_LIMIT)
 
 
 # Why a profile was merged into another (the `merged` change's `reason`).
@@ -207,6 +207,7 @@ LIMIT_NAMES = {
     IdentityKind.PHONE: "phones",
 }
 MERGES_LIMIT = "merges"
+INSTALLS_LIMIT = "installs"
 
 
 def limit(limits: PersonLimits, kind: IdentityKind) -> int:
