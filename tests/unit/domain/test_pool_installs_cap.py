@@ -9,7 +9,7 @@ from dataclasses import fields
 from typing import Any, Generic, TypeVar
 
 import orjson
-from tests.contract.test_emitted_outputs import invalid
+from tests.contract.test_emitted_outputs import assert_valid, invalid, outcomes
 from tests.unit.domain.pool_harness import PoolHarness
 
 from idstream.domain.config import PersonLimits, RuleConfig
@@ -17,6 +17,8 @@ from idstream.domain.events import IdentityKind
 from idstream.domain.messages import OutputTopic
 from idstream.domain.pool_state import PoolTables
 from idstream.domain.ports import StateTable
+from idstream.drivers.local.driver import LocalDriver
+from idstream.drivers.local.sinks import MemorySink
 
 EMAIL = IdentityKind.EMAIL
 V = TypeVar("V")
@@ -169,3 +171,36 @@ def test_the_work_of_a_claim_does_not_grow_with_the_installs() -> None:
     # The dearest claim, a login that fills the person up, reads each of its installs twice
     # (its snapshot before and after the claim) plus a bounded rest (history, identities).
     assert reads_per_login(RuleConfig(), PersonLimits().installs) < 4 * PersonLimits().installs
+
+
+def test_refused_logins_resolve_to_their_anonymous_profiles_through_the_driver() -> None:
+    """Through the in-process driver, over 3 partitions delivered in a shuffled order: every
+    record validates, every input has exactly one outcome (SPEC §5), and the events of a
+    refused login resolve to the install's anonymous profile."""
+    sink = MemorySink()
+    driver = LocalDriver(capped(5), sink=sink, shuffle_seed=3, partitions=3)
+    records = []
+    for i in range(12):
+        prid = f"dev{i:02d}"
+        head = {"appCode": "shop", "pushRegistrationId": prid, **SYSTEM}
+        for n, kind, extra in (
+            (0, "install", {}),
+            (1, "personalize", {"userIdentity": {"emails": ["shared@x.com"]}}),
+            (2, "appLaunch", {}),
+        ):
+            event = {"eventId": f"{prid}-{n}", "type": kind, "timestamp": 1_000 + n, **head}
+            records.append((prid.encode(), orjson.dumps({**event, **extra})))
+    for at, (key, value) in enumerate(records):
+        driver.submit(value, key=key, record_timestamp=1_000 + at)
+    driver.drain()
+    assert_valid(sink)
+    found = outcomes(driver, sink)
+    assert len(found) == len(records) + driver.stats.skipped["tick"]
+    assert set(found.values()) == {1}
+    resolved = [o.value for o in sink[OutputTopic.RESOLVED_EVENTS] if o.value]
+    by_kind = Counter(str(v["profileId"])[:2] for v in resolved if v["type"] == "appLaunch")
+    assert by_kind == {"p_": 5, "a_": 7}
+    changes = [o.value for o in sink[OutputTopic.PROFILE_CHANGES] if o.value]
+    refused = [c for c in changes if c.get("limit")]
+    assert len(refused) == 7 and all(c["limit"] == "installs" for c in refused)
+    assert not sink[OutputTopic.DEAD_LETTER]
