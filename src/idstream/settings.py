@@ -99,6 +99,8 @@ class Settings:
     max_merges: int = 100
     max_tags: int = 500
     max_installs: int = 100
+    max_custom_attributes: int = 200
+    max_install_custom_attributes: int = 100
     extra_blocklist: tuple[str, ...] = ()
     # Each profile's history for the profile explorer (docs/explorer.md): every merge, the
     # newest `history_rejections` identity rejections and `history_changes` other changes.
@@ -190,6 +192,8 @@ class Settings:
                 merges_absorbed=self.max_merges,
                 tags=self.max_tags,
                 installs=self.max_installs,
+                custom_attributes=self.max_custom_attributes,
+                install_custom_attributes=self.max_install_custom_attributes,
             ),
             history=HistoryLimits(self.history_changes, self.history_rejections),
             blocklist=DEFAULT_BLOCKLIST | {v.strip().lower() for v in self.extra_blocklist},

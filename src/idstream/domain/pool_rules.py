@@ -216,7 +216,7 @@ def _personalize(state: PoolState, claim: Claim, config: RuleConfig, verdict: Ve
         # Why: the identity of the claim it owned that ranks highest.
         kind, value = next(i for i in wanted if owners.get(i) == loser)
         verdict.merged[loser] = MergeReason(SHARED_IDENTITY, kind, mask(kind, value))
-        merge_profiles(state, loser, target)
+        merge_profiles(state, loser, target, config.limits)
     for identity, reason, exceeded in plan.conflicts:
         verdict.reject(reason, *identity, limit=exceeded)
     conflicted = {i for i, _, _ in plan.conflicts}
@@ -226,7 +226,7 @@ def _personalize(state: PoolState, claim: Claim, config: RuleConfig, verdict: Ve
     if anonymous is not None and state.profile(anonymous) is not None:
         if config.rules_of(state.pool).continuity is Continuity.LINK:
             verdict.merged[anonymous] = MergeReason(CONTINUITY)
-            merge_profiles(state, anonymous, target)
+            merge_profiles(state, anonymous, target, config.limits)
         else:
             unlink_install(state, prid, anonymous)
     link_install(state, prid, target, claim.event_id, LIFECYCLE_PERSONALIZED)
