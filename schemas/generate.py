@@ -150,8 +150,8 @@ REJECT_REASONS = (
 MINOR = {
     "output/resolved-event": 1,  # 1.1: `source`; `resolvedAt` is the input log's time
     # 1.1: install_updated `pushEnabled`; 1.2: merged `reason` (and the identity that matched),
-    # identity_rejected `limit`
-    "output/profile-change": 2,
+    # identity_rejected `limit`; 1.3: limit `installs`
+    "output/profile-change": 3,
     "output/dead-letter": 1,  # 1.1: reason processing_error
 }
 
@@ -748,10 +748,12 @@ def profile_change_schema() -> Schema:
                 "identityKind": {"enum": list(IDENTITY_KINDS), "description": "Identity kind."},
                 "maskedValue": string("The value, masked (never raw personal data)."),
                 "limit": {
-                    "enum": ["externalUserIds", "emails", "phones", "merges"],
+                    "enum": ["externalUserIds", "emails", "phones", "merges", "installs"],
                     "description": "limit_exceeded: the per-person limit that would have been "
                     "exceeded (1.2): the merge cap (`merges`), or the number of identities of a "
-                    "kind, of the person or of the person a merge would have made.",
+                    "kind, of the person or of the person a merge would have made; 1.3: "
+                    "`installs`, the installs linked to one person (the install stays on its "
+                    "anonymous profile).",
                 },
             },
             ["reason", "identityKind", "maskedValue"],

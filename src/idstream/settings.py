@@ -98,6 +98,9 @@ class Settings:
     max_phones: int = 100
     max_merges: int = 100
     max_tags: int = 500
+    max_installs: int = 100
+    max_custom_attributes: int = 200
+    max_install_custom_attributes: int = 100
     extra_blocklist: tuple[str, ...] = ()
     # Each profile's history for the profile explorer (docs/explorer.md): every merge, the
     # newest `history_rejections` identity rejections and `history_changes` other changes.
@@ -171,6 +174,8 @@ class Settings:
             raise ConfigurationError("launch_dedup_ms and dedup_window_ms must be >= 0")
         if self.history_changes < 0 or self.history_rejections < 0:
             raise ConfigurationError("history_changes and history_rejections must be >= 0")
+        if self.max_installs < 1:
+            raise ConfigurationError("max_installs must be >= 1")
         if self.tick_ms < 1:
             raise ConfigurationError("tick_ms must be >= 1")
         if self.dead_letter_max_bytes < self.max_record_bytes:
@@ -186,6 +191,9 @@ class Settings:
                 phones=self.max_phones,
                 merges_absorbed=self.max_merges,
                 tags=self.max_tags,
+                installs=self.max_installs,
+                custom_attributes=self.max_custom_attributes,
+                install_custom_attributes=self.max_install_custom_attributes,
             ),
             history=HistoryLimits(self.history_changes, self.history_rejections),
             blocklist=DEFAULT_BLOCKLIST | {v.strip().lower() for v in self.extra_blocklist},

@@ -51,13 +51,28 @@ DEFAULT_BLOCKLIST: frozenset[str] = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class PersonLimits:
-    """Per-person caps (SPEC §4.6). A change that would exceed one is rejected."""
+    """Per-person caps (SPEC §4.6). A change that would exceed one is rejected.
+
+    `installs` bounds the installs linked to one person (uninstalled ones included): a
+    personalize that would link one more stays on its anonymous profile, and a merge that
+    would exceed it is skipped. It keeps a person's snapshot under Kafka's message size and
+    the work of each claim on that person flat, whatever the input.
+
+    `tags`, `custom_attributes` (per person) and `install_custom_attributes` (per install)
+    bound names that have a value: a write of a new name beyond one is ignored, as are the
+    names a merge would bring beyond it (the survivor's are kept, then the loser's in the
+    order it got them), so an SDK that writes a new name per event cannot grow a record
+    without end.
+    """
 
     external_user_ids: int = 1
     emails: int = 100
     phones: int = 100
     merges_absorbed: int = 100
     tags: int = 500
+    installs: int = 100
+    custom_attributes: int = 200
+    install_custom_attributes: int = 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,7 +178,7 @@ def apply_event(
         t.installs.put(install_key(prid), _with(rec, dropped_launches=rec.dropped_launches + 1))
         return skip(NOTE_LAUNCH_DROPPED, meta)
 
-    rec, data_changed = _update_data(rec, event)
+    rec, data_changed = _update_data(rec, event, rules.limits.install_custom_attributes)
     facts = rec.facts
     # Facts are rebuilt only when something they are made of may have changed.
     if facts is None or data_changed:
@@ -318,8 +318,27 @@ def _lww(
     return (current, False) if updated is None else (updated, changed)
 
 
-def _update_data(rec: InstallRecord, event: AnyEvent) -> tuple[InstallRecord, bool]:
-    """LWW install data, launch and uninstall times; True if a fact may have changed."""
+def _within_cap(
+    current: dict[str, Stamped], values: Any, timestamp: int, event_id: str, cap: int
+) -> dict[str, Any]:
+    """The writes without the new names beyond `cap` names with a value
+    (PersonLimits.install_custom_attributes)."""
+    present = sum(1 for s in current.values() if s.value is not None)
+    kept: dict[str, Any] = {}
+    for name, value in values.items():
+        old = current.get(name)
+        wins = old is None or old.loses_to(timestamp, event_id)
+        if wins and value is not None and (old is None or old.value is None):
+            if present >= cap:
+                continue
+            present += 1
+        kept[name] = value
+    return kept
+
+
+def _update_data(rec: InstallRecord, event: AnyEvent, cap: int) -> tuple[InstallRecord, bool]:
+    """LWW install data, launch and uninstall times; True if a fact may have changed. At most
+    `cap` install custom attributes have a value."""
     ts, eid = event.timestamp, event.event_id
     changes: dict[str, Any] = {}
     system, changed = _lww(rec.system_data, event.standard_properties, ts, eid)
@@ -329,7 +348,8 @@ def _update_data(rec: InstallRecord, event: AnyEvent) -> tuple[InstallRecord, bo
     if system is not rec.system_data:
         changes["system_data"] = system
     if isinstance(event, InstallUpdate):
-        custom, more = _lww(rec.custom_attributes, event.custom_attributes, ts, eid)
+        wanted = _within_cap(rec.custom_attributes, event.custom_attributes, ts, eid, cap)
+        custom, more = _lww(rec.custom_attributes, wanted, ts, eid)
         changed = changed or more
         if custom is not rec.custom_attributes:
             changes["custom_attributes"] = custom

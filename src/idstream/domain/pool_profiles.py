@@ -32,6 +32,7 @@ from idstream.domain.ports import StateTable
 from idstream.domain.reasons import RejectReason
 
 V = TypeVar("V")
+E = TypeVar("E", Entry, TagEntry)
 
 # Ids of anonymous profiles start with this (domain/ids.py).
 ANONYMOUS_PREFIX = "a_"
@@ -56,7 +57,7 @@ class Rejected:
     reason: RejectReason
     kind: IdentityKind
     masked: str
-    limit: str | None = None  # limit_exceeded: which limit (LIMIT_NAMES, MERGES_LIMIT)
+    limit: str | None = None  # limit_exceeded: which (LIMIT_NAMES, MERGES_LIMIT, INSTALLS_LIMIT)
 
 
 # Why a profile was merged into another (the `merged` change's `reason`).
@@ -207,6 +208,7 @@ LIMIT_NAMES = {
     IdentityKind.PHONE: "phones",
 }
 MERGES_LIMIT = "merges"
+INSTALLS_LIMIT = "installs"
 
 
 def limit(limits: PersonLimits, kind: IdentityKind) -> int:
@@ -373,10 +375,30 @@ def _lww(entries: dict[str, Entry], updates: dict[str, Value], stamp: Stamp) -> 
     return merged
 
 
+def _within_cap(
+    entries: dict[str, Entry], updates: dict[str, Value], stamp: Stamp, cap: int
+) -> dict[str, Value]:
+    """The LWW updates without the new names beyond `cap` names with a value (PersonLimits)."""
+    present = sum(1 for e in entries.values() if e.value is not None)
+    kept: dict[str, Value] = {}
+    for name, value in updates.items():
+        old = entries.get(name)
+        wins = old is None or stamp >= old.stamp
+        if wins and value is not None and (old is None or old.value is None):
+            if present >= cap:
+                continue
+            present += 1
+        kept[name] = value
+    return kept
+
+
 def apply_attributes(state: PoolState, pid: str, claim: Claim, limits: PersonLimits) -> None:
     record = state.profile(pid)
     assert record is not None
     stamp = (claim.timestamp, claim.event_id)
+    custom = _within_cap(
+        record.custom_attributes, claim.custom_attributes, stamp, limits.custom_attributes
+    )
     tags = dict(record.tags)
     for name, present in [(t, True) for t in claim.tags_added] + [
         (t, False) for t in claim.tags_removed
@@ -391,7 +413,7 @@ def apply_attributes(state: PoolState, pid: str, claim: Claim, limits: PersonLim
     updated = replace(
         record,
         attributes=_lww(record.attributes, claim.attributes, stamp),
-        custom_attributes=_lww(record.custom_attributes, claim.custom_attributes, stamp),
+        custom_attributes=_lww(record.custom_attributes, custom, stamp),
         tags=tags,
     )
     if updated != record:
@@ -407,23 +429,26 @@ def has_attributes(claim: Claim) -> bool:
 # --- merges ------------------------------------------------------------------------------
 
 
-def _merge_entries(survivor: dict[str, Entry], loser: dict[str, Entry]) -> dict[str, Entry]:
+def _has_value(entry: Entry | TagEntry) -> bool:
+    return entry.present if isinstance(entry, TagEntry) else entry.value is not None
+
+
+def _merge_entries(survivor: dict[str, E], loser: dict[str, E], cap: int | None) -> dict[str, E]:
+    """LWW union; names with a value the survivor lacks join only up to `cap` (None: no cap)."""
     merged = dict(survivor)
+    present = sum(1 for e in merged.values() if _has_value(e))
     for key, entry in loser.items():
-        if key not in merged or entry.stamp > merged[key].stamp:
+        old = merged.get(key)
+        if old is None or entry.stamp > old.stamp:
+            if cap is not None and _has_value(entry) and (old is None or not _has_value(old)):
+                if present >= cap:
+                    continue
+                present += 1
             merged[key] = entry
     return merged
 
 
-def _merge_tags(survivor: dict[str, TagEntry], loser: dict[str, TagEntry]) -> dict[str, TagEntry]:
-    merged = dict(survivor)
-    for key, entry in loser.items():
-        if key not in merged or entry.stamp > merged[key].stamp:
-            merged[key] = entry
-    return merged
-
-
-def merge_profiles(state: PoolState, loser_id: str, survivor_id: str) -> None:
+def merge_profiles(state: PoolState, loser_id: str, survivor_id: str, limits: PersonLimits) -> None:
     """Move everything of `loser_id` to `survivor_id` and delete the loser (SPEC §4.7)."""
     loser = state.profile(loser_id)
     survivor = state.profile(survivor_id)
@@ -449,9 +474,11 @@ def merge_profiles(state: PoolState, loser_id: str, survivor_id: str) -> None:
         external_user_ids=union(survivor.external_user_ids, loser.external_user_ids),
         emails=union(survivor.emails, loser.emails),
         phones=union(survivor.phones, loser.phones),
-        attributes=_merge_entries(survivor.attributes, loser.attributes),
-        custom_attributes=_merge_entries(survivor.custom_attributes, loser.custom_attributes),
-        tags=_merge_tags(survivor.tags, loser.tags),
+        attributes=_merge_entries(survivor.attributes, loser.attributes, None),
+        custom_attributes=_merge_entries(
+            survivor.custom_attributes, loser.custom_attributes, limits.custom_attributes
+        ),
+        tags=_merge_entries(survivor.tags, loser.tags, limits.tags),
         installs=tuple(sorted(set(survivor.installs) | set(loser.installs))),
         merged_from=union(survivor.merged_from, gone),
         merges_absorbed=absorbed,

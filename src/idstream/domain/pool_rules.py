@@ -16,6 +16,7 @@ from idstream.domain.ids import forgotten_profile_id, person_profile_id
 from idstream.domain.messages import Claim, LogPosition
 from idstream.domain.pool_profiles import (
     CONTINUITY,
+    INSTALLS_LIMIT,
     LIFECYCLE_ANONYMOUS,
     LIFECYCLE_DEPERSONALIZED,
     LIFECYCLE_PERSONALIZED,
@@ -63,9 +64,17 @@ def _survivor_key(state: PoolState, pid: str) -> tuple[LogPosition, str]:
 
 
 def _plan(
-    state: PoolState, wanted: list[Identity], owners: dict[Identity, str], config: RuleConfig
+    state: PoolState,
+    wanted: list[Identity],
+    owners: dict[Identity, str],
+    config: RuleConfig,
+    arriving: frozenset[str],
 ) -> _Plan | RejectReason:
-    """Which person the identities resolve to, and which persons merge into it (SPEC §4.4, 4.6)."""
+    """Which person the identities resolve to, and which persons merge into it (SPEC §4.4, 4.6).
+
+    `arriving` are the installs the claim links to the person (its own, and those of the
+    anonymous profile continuity merges in): a merge must leave room for them.
+    """
     candidates = list(dict.fromkeys(owners[i] for i in wanted if i in owners))
     if not candidates:
         return _Plan(None)
@@ -90,7 +99,7 @@ def _plan(
     losers = tuple(
         sorted((p for p in candidates if p != survivor), key=lambda p: _survivor_key(state, p))
     )
-    exceeded = _merge_exceeds(state, survivor, losers, config.limits) if losers else None
+    exceeded = _merge_exceeds(state, survivor, losers, config.limits, arriving) if losers else None
     if exceeded is not None:
         return _no_merge(
             winner or candidates[0], wanted, owners, RejectReason.LIMIT_EXCEEDED, exceeded
@@ -110,9 +119,14 @@ def _no_merge(
 
 
 def _merge_exceeds(
-    state: PoolState, survivor: str, losers: tuple[str, ...], limits: PersonLimits
+    state: PoolState,
+    survivor: str,
+    losers: tuple[str, ...],
+    limits: PersonLimits,
+    arriving: frozenset[str],
 ) -> str | None:
-    """The limit the merge would exceed (LIMIT_NAMES, MERGES_LIMIT); None: it fits."""
+    """The limit the merge would exceed (LIMIT_NAMES, MERGES_LIMIT, INSTALLS_LIMIT); None: it
+    fits."""
     records = [state.profile(pid) for pid in (survivor, *losers)]
     absorbed = sum(1 + r.merges_absorbed for r in records[1:] if r is not None)
     if records[0] is None or records[0].merges_absorbed + absorbed > limits.merges_absorbed:
@@ -121,7 +135,28 @@ def _merge_exceeds(
         values = {v for r in records if r is not None for v in identities_of(r, kind)}
         if len(values) > limit(limits, kind):
             return LIMIT_NAMES[kind]
+    installs = arriving.union(*(r.installs for r in records if r is not None))
+    if len(installs) > limits.installs:
+        return INSTALLS_LIMIT
     return None
+
+
+def _arriving(
+    state: PoolState, prid: str, anonymous: str | None, config: RuleConfig
+) -> frozenset[str]:
+    """The installs a personalize links to its person: the install, and with continuity
+    `link` those of the anonymous profile it merges in."""
+    record = state.profile(anonymous) if anonymous is not None else None
+    if record is None or config.rules_of(state.pool).continuity is not Continuity.LINK:
+        return frozenset((prid,))
+    return frozenset((prid, *record.installs))
+
+
+def _room_for(state: PoolState, target: str | None, arriving: frozenset[str], cap: int) -> bool:
+    """Whether linking `arriving` to `target` keeps it within the installs cap (SPEC §4.6)."""
+    record = state.profile(target) if target is not None else None
+    linked = record.installs if record is not None else ()
+    return len(arriving.union(linked)) <= cap
 
 
 def _unusable_reason(verdict: Verdict) -> RejectReason:
@@ -158,9 +193,16 @@ def _personalize(state: PoolState, claim: Claim, config: RuleConfig, verdict: Ve
             return
     elif current is not None:
         anonymous = install.profile_id
-    plan = _plan(state, wanted, owners, config)
+    arriving = _arriving(state, prid, anonymous, config)
+    plan = _plan(state, wanted, owners, config, arriving)
     if isinstance(plan, RejectReason):
         reject(verdict, plan, "identities belong to protected persons")
+        return
+    if not _room_for(state, plan.target, arriving, config.limits.installs):
+        # The person has as many installs as it may: this one stays where it is (its
+        # anonymous profile) and none of the identities is attached.
+        for kind, value in wanted:
+            verdict.reject(RejectReason.LIMIT_EXCEEDED, kind, value, limit=INSTALLS_LIMIT)
         return
     if current is not None and current.kind == PERSON:
         # forceDepersonalize: leave the old person first; there is no anonymous period.
@@ -174,7 +216,7 @@ def _personalize(state: PoolState, claim: Claim, config: RuleConfig, verdict: Ve
         # Why: the identity of the claim it owned that ranks highest.
         kind, value = next(i for i in wanted if owners.get(i) == loser)
         verdict.merged[loser] = MergeReason(SHARED_IDENTITY, kind, mask(kind, value))
-        merge_profiles(state, loser, target)
+        merge_profiles(state, loser, target, config.limits)
     for identity, reason, exceeded in plan.conflicts:
         verdict.reject(reason, *identity, limit=exceeded)
     conflicted = {i for i, _, _ in plan.conflicts}
@@ -184,7 +226,7 @@ def _personalize(state: PoolState, claim: Claim, config: RuleConfig, verdict: Ve
     if anonymous is not None and state.profile(anonymous) is not None:
         if config.rules_of(state.pool).continuity is Continuity.LINK:
             verdict.merged[anonymous] = MergeReason(CONTINUITY)
-            merge_profiles(state, anonymous, target)
+            merge_profiles(state, anonymous, target, config.limits)
         else:
             unlink_install(state, prid, anonymous)
     link_install(state, prid, target, claim.event_id, LIFECYCLE_PERSONALIZED)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from idstream.codecs import event_to_wire
-from idstream.domain.config import RuleConfig
+from idstream.domain.config import PersonLimits, RuleConfig
 from idstream.domain.events import (
     AnyEvent,
     AppCode,
@@ -389,6 +389,22 @@ def test_install_custom_attributes_are_lww_per_key_and_null_unsets() -> None:
     stage.send(InstallUpdate(**common("e7", 500), custom_attributes={"t": "seven"}))
     stage.send(InstallUpdate(**common("e6", 500), custom_attributes={"t": "six"}))
     assert stage.install.custom_attributes["t"].value == "seven"
+
+
+def test_install_custom_attributes_are_capped_per_install() -> None:
+    """An SDK that writes a new name per event cannot grow the install without end: names
+    beyond PersonLimits.install_custom_attributes are ignored, known ones still change."""
+    stage = Stage(RuleConfig(limits=PersonLimits(install_custom_attributes=2)))
+    stage.send(Install(**common("e1", 1)))
+    stage.send(InstallUpdate(**common("e2", 2), custom_attributes={"a": 1, "b": 1, "c": 1}))
+    stage.send(InstallUpdate(**common("e3", 3), custom_attributes={"d": 1, "a": 2}))
+    attrs = {k: v.value for k, v in stage.install.custom_attributes.items()}
+    assert attrs == {"a": 2, "b": 1}
+    # Unsetting a name frees its slot.
+    stage.send(InstallUpdate(**common("e4", 4), custom_attributes={"b": None}))
+    stage.send(InstallUpdate(**common("e5", 5), custom_attributes={"d": "now"}))
+    attrs = {k: v.value for k, v in stage.install.custom_attributes.items() if v.value}
+    assert attrs == {"a": 2, "d": "now"}
 
 
 def test_system_data_and_standard_properties_are_lww_and_change_the_facts() -> None:
