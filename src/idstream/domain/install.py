@@ -228,15 +228,6 @@ def apply_decision(
     elif decision.segment == rec.segment:
         # Another install's claim moved this segment (a merge, a forget).
         changes["profile"] = decision.profile_id
-    if decision.forgotten:
-        # The pool erased the install's custom attributes with the person: their values go,
-        # their stamps stay (an older write arriving late must not bring a value back).
-        cleared = {
-            n: Stamped(None, s.timestamp, s.event_id) for n, s in rec.custom_attributes.items()
-        }
-        changes["custom_attributes"] = cleared
-        if rec.facts is not None:
-            changes["facts"] = _facts(_with(rec, custom_attributes=cleared))
     rec = _with(rec, **changes)
     t.installs.put(install_key(prid), rec)
     if not decision.answers:

@@ -406,12 +406,7 @@ def _erase(state: PoolState, pid: str, claim: Claim) -> None:
         if lifecycle != LIFECYCLE_UNINSTALLED:
             lifecycle = LIFECYCLE_ANONYMOUS
         segment = claim.event_id if own else install.segment
-        # Install custom attributes set while the person was linked may be theirs (a
-        # nickname): they go with the person. Device facts (system data) stay the install's.
-        state.put_install(
-            prid,
-            replace(install, profile_id="", was_personalized=False, custom_attributes={}),
-        )
+        state.put_install(prid, replace(install, profile_id="", was_personalized=False))
         link_install(state, prid, fresh, segment, lifecycle)
     for merged in record.merged_from:
         state.aliases.delete(state.key(merged))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from tests.unit.scenarios.sdk import attribution, changes, personalize, profiles, record, run
 
-from idstream.digest import dump_lines
 from idstream.domain.ids import anonymous_profile_id, forgotten_profile_id
 from idstream.drivers.local.driver import LocalDriver
 
@@ -103,21 +102,3 @@ def test_forget_from_one_device_then_events_from_the_other_in_either_order(
     # The tablet's update after the forget belongs to its fresh anonymous profile.
     assert alive[fresh_tablet]["attributes"] == {"city": "Split"}
     assert attribution(driver)["t4"] == fresh_tablet
-
-
-def test_a_forget_erases_the_install_custom_attributes_set_while_linked() -> None:
-    nickname = "AliceNickQQ"
-    records = [
-        *alice_on_two_devices(),
-        record("installUpdate", "p5", 41, PHONE, customAttributes={"nickname": nickname}),
-        record("installUpdate", "t5", 42, TABLET, customAttributes={"nickname": nickname}),
-        record("install", "o1", 45, OPS),
-        record("forget", "f1", 50, OPS, userIdentity={"emails": ["alice@example.com"]}),
-        record("custom", "p6", 60, PHONE, definitionId="after-forget"),
-    ]
-    driver = assert_converges(records)
-    assert_alice_is_gone(driver)
-    state = "\n".join(dump_lines(driver.store.tables, frozenset()))
-    assert nickname not in state
-    # Nothing published after the forget names it: the last snapshot of every profile.
-    assert nickname not in repr(profiles(driver))
