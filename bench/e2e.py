@@ -7,8 +7,10 @@ times from spawning them to the group having committed every input, claim and de
 (`idstream.drivers.faust.topics.group_lag` = 0 twice in a row). The ceiling
 (`bench.ceiling.pipe`) runs on the same input in the same invocation. Latency: one more
 worker, fed at a fraction (default 50 %) of the measured 1-worker rate; per input record, the
-resolved-event record's timestamp minus the input record's timestamp (both producer
-CreateTime, same host clock).
+first resolved-event record's timestamp (the worker's producer) minus the time the input
+record was sent (same host clock), and for a personalize also its first profile change. With
+`--idle-partitions N` the paced traffic avoids the last N input partitions (the pool waits for
+their ticks); the run also counts the tick records the worker appended to the input.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +46,8 @@ from bench.ceiling import (
 from bench.harness import Report, Sample
 from idstream.devbroker import die_with_parent, free_port
 from idstream.drivers.faust.topics import group_lag, pipeline_topics
+from idstream.drivers.partitioner import kafka_partition
+from idstream.drivers.steps import TICK_HEADER
 from idstream.settings import Settings, load_settings
 from idstream.simulate import TrafficConfig
 from idstream.simulate.traffic import Traffic
@@ -85,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="latency only, paced at this rate/s (skips the throughput and ceiling runs)",
+    )
+    parser.add_argument(
+        "--idle-partitions",
+        type=int,
+        default=0,
+        help="latency traffic avoids the last N input partitions (0)",
     )
     parser.add_argument("--no-latency", action="store_true", help="skip the latency part")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the ceiling runs")
@@ -158,6 +169,7 @@ class Deployment:
         self.settings: Settings = load_settings(environ=self.env)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
+        self.ports: list[int] = []
 
     async def create_topics(self, configs: dict[str, dict[str, str]] | None = None) -> None:
         # Made here, not by the worker: right after creating, a describe can still show no
@@ -169,12 +181,13 @@ class Deployment:
     def start(self, count: int) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith("IDSTREAM_")}
         for i in range(count):
+            self.ports.append(free_port())
             env = {
                 **base,
                 **self.env,
                 **self.extra,
                 "IDSTREAM_DATA_DIR": str(self.root / f"worker-{i}"),
-                "IDSTREAM_HTTP_PORT": str(free_port()),
+                "IDSTREAM_HTTP_PORT": str(self.ports[-1]),
             }
             log = self.root / f"worker-{i}.log"
             with log.open("wb") as out:
@@ -316,9 +329,14 @@ async def _latency(
     dep = Deployment(bootstrap, source, args.partitions, root, args.worker_env)
     paced = max(100, int(rate * args.latency_seconds))
     warm = 50
-    records = list(Traffic(TrafficConfig(events=warm + paced, users=max(1000, paced // 100))))
+    busy = args.partitions - args.idle_partitions
+    records = [
+        r
+        for r in Traffic(TrafficConfig(events=2 * (warm + paced), users=max(1000, paced // 100)))
+        if kafka_partition(r.key, args.partitions) < busy
+    ][: warm + paced]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **_PRODUCER)
-    sent: dict[str, int] = {}
+    sent: dict[str, tuple[int, str]] = {}
     try:
         await dep.create_topics()
         dep.start(1)
@@ -329,6 +347,7 @@ async def _latency(
         await producer.flush()
         # Warm-up consumed and committed: partitions are assigned, tables open.
         await dep.wait_committed()
+        ticks_before = await _ticks(bootstrap, source, args.partitions)
         tick = 0.01
         per_tick = rate * tick
         started = time.perf_counter()
@@ -341,27 +360,87 @@ async def _latency(
             stamp = int(time.time() * 1000)
             await producer.send(source, record.value, key=record.key, timestamp_ms=stamp)
             with contextlib.suppress(orjson.JSONDecodeError, TypeError, AttributeError):
-                sent[orjson.loads(record.value)["eventId"]] = stamp
+                sent[orjson.loads(record.value)["eventId"]] = (stamp, record.label)
         await producer.flush()
         produced_for = time.perf_counter() - started
+        ticks = await _ticks(bootstrap, source, args.partitions) - ticks_before
         await dep.wait_committed()
-        lat = await _output_latencies(
+        hops = await asyncio.to_thread(_hop_latencies, dep.ports[0])
+        resolved = await _output_latencies(
             bootstrap, dep.env["IDSTREAM_TOPICS__RESOLVED_EVENTS"], args.partitions, sent
+        )
+        changes = await _output_latencies(
+            bootstrap, dep.env["IDSTREAM_TOPICS__PROFILE_CHANGES"], args.partitions, sent
         )
     finally:
         await producer.stop()
         dep.stop()
         with contextlib.suppress(Exception):
             await _delete_topics(bootstrap, [source, *dep.topics()])
-    lat.sort()
+    lat = sorted(resolved.values())
+    personalized = sorted(v for k, v in resolved.items() if sent[k][1] == "personalize")
+    changed = sorted(v for k, v in changes.items() if sent[k][1] == "personalize")
     return {
         "paced_rate": round(paced / produced_for),
         "inputs": paced,
+        "idle_partitions": args.idle_partitions,
         "matched": len(lat),
         "p50_ms": _pct(lat, 0.50),
         "p99_ms": _pct(lat, 0.99),
         "max_ms": lat[-1] if lat else None,
+        "personalize_resolved": len(personalized),
+        "personalize_resolved_p50_ms": _pct(personalized, 0.50),
+        "personalize_resolved_p99_ms": _pct(personalized, 0.99),
+        "personalize_change_p50_ms": _pct(changed, 0.50),
+        "personalize_change_p99_ms": _pct(changed, 0.99),
+        "ticks": ticks,
+        "ticks_per_day": round(ticks / produced_for * 86_400),
+        **hops,
     }
+
+
+def _hop_latencies(port: int) -> dict[str, str]:
+    """Per stage hop, the histogram bucket that holds the median and the 99th percentile of
+    `idstream_processing_latency_seconds` (record timestamp to outputs sent: for the pool,
+    from the claim record, so waiting for the watermark included), from the worker's
+    /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for line in text.splitlines():
+        if not line.startswith("idstream_processing_latency_seconds_bucket{"):
+            continue
+        labels, value = line.rsplit(" ", 1)
+        stage = labels.split('stage="', 1)[1].split('"', 1)[0]
+        le = labels.split('le="', 1)[1].split('"', 1)[0]
+        buckets.setdefault(stage, []).append((float(le), float(value)))
+    out: dict[str, str] = {}
+    for stage, counts in buckets.items():
+        total = counts[-1][1]
+        for name, q in (("p50", 0.5), ("p99", 0.99)):
+            bound = next(le for le, n in counts if n >= q * total)
+            out[f"{stage}_hop_{name}_s_le"] = "+Inf" if bound == float("inf") else f"{bound:g}"
+    return out
+
+
+async def _ticks(bootstrap: str, topic: str, partitions: int) -> int:
+    """Tick records in the input topic now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        count = 0
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                count += sum(
+                    1 for rec in records if any(k == TICK_HEADER for k, _ in rec.headers or ())
+                )
+        return count
+    finally:
+        await consumer.stop()
 
 
 def _pct(values: list[int], q: float) -> int | None:
@@ -369,9 +448,9 @@ def _pct(values: list[int], q: float) -> int | None:
 
 
 async def _output_latencies(
-    bootstrap: str, topic: str, partitions: int, sent: dict[str, int]
-) -> list[int]:
-    """First resolved-event record per input event id: output timestamp - input timestamp."""
+    bootstrap: str, topic: str, partitions: int, sent: dict[str, tuple[int, str]]
+) -> dict[str, int]:
+    """First output record per input event id: output timestamp - input send time."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -384,10 +463,12 @@ async def _output_latencies(
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for records in batches.values():
                 for rec in records:
+                    if rec.value is None:  # a tombstone
+                        continue
                     event_id = orjson.loads(rec.value).get("eventId")
                     if event_id in sent and event_id not in seen:
-                        seen[event_id] = rec.timestamp - sent[event_id]
-        return list(seen.values())
+                        seen[event_id] = rec.timestamp - sent[event_id][0]
+        return seen
     finally:
         await consumer.stop()
 
@@ -465,16 +546,24 @@ def _rate_note(label: str, samples: list[Sample]) -> str:
 
 
 def _latency_note(lats: list[dict[str, Any]], share: float, steady: float) -> str:
-    p50 = [x["p50_ms"] for x in lats if x["p50_ms"] is not None]
-    p99 = [x["p99_ms"] for x in lats if x["p99_ms"] is not None]
+    def med(key: str) -> str:
+        values = [x[key] for x in lats if x[key] is not None]
+        if not values:
+            return "-"
+        return f"{statistics.median(values):,.0f} ({min(values)}-{max(values)})"
+
     paced = statistics.median(x["paced_rate"] for x in lats)
-    if not p50:
+    if not any(x["p50_ms"] is not None for x in lats):
         return "latency: no resolved events matched"
+    idle = lats[0]["idle_partitions"]
     return (
         f"latency at {paced:,.0f}/s ({share:.0%} of the 1-worker after-start-up median "
-        f"{steady:,.0f}/s): p50 median {statistics.median(p50):,.0f} ms "
-        f"(min {min(p50)}, max {max(p50)}), p99 median {statistics.median(p99):,.0f} ms "
-        f"(min {min(p99)}, max {max(p99)}), {len(p50)} runs"
+        f"{steady:,.0f}/s), {idle} idle input partition(s), medians (min-max) of {len(lats)} "
+        f"runs, ms: resolved p50 {med('p50_ms')}, p99 {med('p99_ms')}; personalize to its "
+        f"resolved event p50 {med('personalize_resolved_p50_ms')}, p99 "
+        f"{med('personalize_resolved_p99_ms')}; personalize to its profile change p50 "
+        f"{med('personalize_change_p50_ms')}, p99 {med('personalize_change_p99_ms')}; ticks "
+        f"per day at this rate {med('ticks_per_day')}"
     )
 
 
@@ -488,6 +577,7 @@ def run(args: argparse.Namespace) -> Report:
             "workers": args.workers,
             "producer": _PRODUCER,
             "worker_env": args.worker_env,
+            "idle_partitions": args.idle_partitions,
         },
     )
     with broker() as bootstrap:

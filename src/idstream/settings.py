@@ -122,6 +122,12 @@ class Settings:
     # The input log's order (SPEC §5): a silent input partition a pool waits for gets a tick
     # record after this long.
     tick_ms: int = 100
+    # An input partition more than this far ahead (in record time) of the lowest watermark of
+    # the pools holding claims back is paused until the others catch up, so a rebuild's fast
+    # sources cannot fill `pool_pending` (docs/architecture.md, "Alignment"). Far above what
+    # live traffic sees (ticks keep idle partitions within ~tick_ms, a restarted worker's
+    # partitions within its restart time), far below the dedup window.
+    align_ms: int = 5 * 60 * 1000
     # Personal data (docs/operations.md, "Personal data"): the secret of every keyed hash of an
     # identity (identity index, forget register). Every worker, rebuild and replay of one
     # deployment must share it; from the environment or a file outside the data dir.
@@ -178,6 +184,9 @@ class Settings:
             raise ConfigurationError("max_installs must be >= 1")
         if self.tick_ms < 1:
             raise ConfigurationError("tick_ms must be >= 1")
+        if self.align_ms < 10 * self.tick_ms:
+            # Live partitions are up to about tick_ms apart; pausing them would only add latency.
+            raise ConfigurationError("align_ms must be >= 10 * tick_ms")
         if self.dead_letter_max_bytes < self.max_record_bytes:
             # A record the decoder accepts is always carried whole; only oversize ones are cut.
             raise ConfigurationError("dead_letter_max_bytes must be >= max_record_bytes")

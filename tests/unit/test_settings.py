@@ -47,6 +47,7 @@ def test_environment_mapping_syntax() -> None:
         ({"IDSTREAM_DEFAULT_CONTINUITY": "merge-all"}, "invalid pool rule"),
         ({"IDSTREAM_POOLS": "novalue"}, "key=value"),
         ({"IDSTREAM_DEAD_LETTER_MAX_BYTES": "1024"}, "dead_letter_max_bytes must be >="),
+        ({"IDSTREAM_ALIGN_MS": "500"}, "align_ms must be >= 10 \\* tick_ms"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:

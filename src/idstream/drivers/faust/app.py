@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any, NoReturn, cast
 
 import faust
+from aiokafka import TopicPartition
 from mode import CrashingSupervisor
 
 from idstream.domain.erasure import NOTHING_ERASED, Erased
@@ -260,7 +261,13 @@ def create_app(settings: Settings, erased: Erased = NOTHING_ERASED) -> faust.App
                 continuity.paused()
             return
         consumer = app.consumer
-        assignment = consumer.assignment()
+        paused = worker.paused()
+        # A paused partition delivers nothing on purpose: it has not stalled.
+        assignment = [
+            tp
+            for tp in consumer.assignment()
+            if tp.topic != topics.events or tp.partition not in paused
+        ]
         for continuity, names in readers:
             mine = [tp for tp in assignment if tp.topic in names]
             for gap in await continuity.overdue(mine, lambda tp: _highwater(consumer, tp)):
@@ -295,11 +302,35 @@ def create_app(settings: Settings, erased: Erased = NOTHING_ERASED) -> faust.App
                 return end == 0 or worker.assigned_for() > TICK_AFTER_ASSIGNMENT_S
             return last + 1 >= end
 
+        await align(consumer, owned)
         producer: Any = app.producer
         for partition in worker.ticks_due(owned, caught_up):
             await producer._ensure_producer().send_and_wait(
                 topics.events, value=b"", partition=partition, headers=tick_headers()
             )
+
+    async def align(consumer: Any, owned: dict[int, Any]) -> None:
+        # Pause the owned input partitions more than align_ms ahead of the watermark, resume
+        # the others. In aiokafka, not Faust: Faust's pause_partitions drops the records of a
+        # fetch it is handing out (lost records, continuity.py), and its own recovery resumes
+        # what it paused; aiokafka keeps a paused partition's position and fetches it again
+        # on resume. Its subscription state lives on the consumer's thread: change it there.
+        pause, resume = worker.alignment(owned)
+        if not pause and not resume:
+            return
+
+        async def apply() -> None:
+            kafka = consumer._thread._ensure_consumer()
+            kafka.pause(*(TopicPartition(topics.events, p) for p in pause))
+            kafka.resume(*(TopicPartition(topics.events, p) for p in resume))
+
+        try:
+            await consumer._thread.call_thread(apply)
+        except Exception:
+            logger.warning("could not pause %s / resume %s", pause, resume, exc_info=True)
+            return
+        install_continuity.rested(owned[p] for p in resume)
+        logger.info("paused input partitions %s (ahead), resumed %s", pause, resume)
 
     # A stage that raises stops the worker at once (`halt`) instead of being restarted on the
     # records after its batch: a restarted worker must start from the failed batch (see

@@ -155,6 +155,12 @@ class Continuity:
         for tp in self._rereading:
             self._rereading[tp] = now
 
+    def rested(self, partitions: Iterable[Partition]) -> None:
+        """These partitions were paused on purpose and resume now: restart their stall clocks."""
+        now = self._clock()
+        for tp in partitions:
+            self._seen_at[tp] = now
+
     async def overdue(self, assigned: Iterable[Partition], highwater: Highwater) -> list[Gap]:
         """Partitions to seek again: a re-read that has not arrived, or delivery that stalled.
 

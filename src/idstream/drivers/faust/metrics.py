@@ -131,8 +131,16 @@ class Metrics:
             "idstream_processing_latency_seconds",
             "Kafka record timestamp to outputs sent, by stage (worker wall clock)",
         )
+        self.pauses = Family(
+            "idstream_source_pauses_total",
+            "counter",
+            "Times an input partition was paused for being more than align_ms ahead of the "
+            "watermark",
+        )
         self._lag: dict[Labels, float] = {}
         self._pending: dict[str, int] = {}
+        self._leads: dict[int, int] = {}
+        self._paused: frozenset[int] = frozenset()
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Metrics:
@@ -194,6 +202,17 @@ class Metrics:
     def forget_pending(self) -> None:
         """This worker's pools may have moved (a rebalance): none is known until it says."""
         self._pending.clear()
+        self._leads.clear()
+        self._paused = frozenset()
+
+    def set_sources(
+        self, leads: Mapping[int, int], paused: Iterable[int], newly_paused: Iterable[int]
+    ) -> None:
+        """Each owned input partition's lead over the watermark (ms) and which are paused."""
+        self._leads = dict(leads)
+        self._paused = frozenset(paused)
+        for partition in newly_paused:
+            self.pauses.inc((("partition", str(partition)),))
 
     def set_lag(self, lags: Iterable[tuple[str, int, int]]) -> None:
         """Consumer lag per (topic, partition) as last measured; replaces the previous values."""
@@ -210,6 +229,22 @@ class Metrics:
             "Claims waiting for the other input partitions, per pool this worker holds",
         )
         pending.samples = {(("pool", pool),): float(n) for pool, n in self._pending.items()}
+        lead = Family(
+            "idstream_source_lead_seconds",
+            "gauge",
+            "Input partition's effective time minus the lowest watermark of the pools holding "
+            "claims back (0 when none holds any), per partition this worker reads",
+        )
+        lead.samples = {(("partition", str(p)),): ms / 1000 for p, ms in self._leads.items()}
+        paused = Family(
+            "idstream_source_paused",
+            "gauge",
+            "1 while an input partition is paused for being more than align_ms ahead",
+        )
+        paused.samples = {
+            (("partition", str(p)),): float(p in self._paused)
+            for p in sorted(self._leads.keys() | self._paused)
+        }
         families = (
             self.events_in,
             self.outputs,
@@ -220,6 +255,9 @@ class Metrics:
             self.forgets,
             lag,
             pending,
+            lead,
+            paused,
+            self.pauses,
         )
         lines: list[str] = []
         for family in families:

@@ -12,6 +12,8 @@ has the per-record steps both drivers share) and handles one batch at a time:
   progress to every input partition's worker.
 - ticks: a pool that waits for an input partition says so (`Progress`); the worker that owns
   that partition appends a tick record to it when it has been silent for `tick_ms`.
+- alignment: from the same `Progress`, the lowest watermark of the pools holding claims back;
+  an owned input partition more than `align_ms` ahead of it is paused (`alignment`).
 
 Every batch ends the same way: outputs, claims, decisions and heartbeats are delivered, then
 the table changelog, then RocksDB (tables.py); only then does the agent ack its records.
@@ -80,6 +82,18 @@ class _Sources:
     last_offset: dict[int, int] = field(default_factory=dict)
     waited_on_since: dict[int, float] = field(default_factory=dict)
     ticked_at: dict[int, float] = field(default_factory=dict)
+    # Effective time of each partition's last applied record, and the partitions paused.
+    times: dict[int, int] = field(default_factory=dict)
+    paused: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """A pool's last word: its watermark, whether it holds claims back, when it came."""
+
+    watermark: int
+    holds: bool
+    at: float
 
 
 class StageWorker:
@@ -112,6 +126,7 @@ class StageWorker:
             "forget-register": t.forget_register,
         }
         self.sources = _Sources()
+        self.marks: dict[str, _Mark] = {}
         self._broadcast: dict[str, tuple[int, tuple[int, ...]]] = {}
 
     # --- sending ----------------------------------------------------------------------------
@@ -169,6 +184,7 @@ class StageWorker:
             last[meta.partition] = (event, meta.offset, applied.time)
             self.sources.last_record_at[meta.partition] = now
             self.sources.last_offset[meta.partition] = meta.offset
+            self.sources.times[meta.partition] = applied.time
         for partition, (event, offset, at) in last.items():
             _on(event)
             for beat in install_stage.heartbeats(
@@ -183,6 +199,29 @@ class StageWorker:
     def _progress(self, partition: int, progress: Progress, now: float) -> None:
         if partition in progress.waiting_on:
             self.sources.waited_on_since.setdefault(partition, now)
+        # A pool that waits for nothing holds no claim back (waiting_on is empty only then).
+        self.marks[progress.pool] = _Mark(progress.watermark, bool(progress.waiting_on), now)
+
+    def alignment(self, owned: Iterable[int]) -> tuple[list[int], list[int]]:
+        """(partitions to pause, partitions to resume) of the owned input partitions now, by
+        their lead over the lowest watermark of the pools holding claims back (a pool not
+        heard from for WAITING_FRESH_S holds nothing: a stale word must not pause anyone)."""
+        now = time.monotonic()
+        mine = set(owned)
+        marks = self.marks.values()
+        fresh = ((m.watermark, m.holds) for m in marks if now - m.at <= WAITING_FRESH_S)
+        mark = pool_order.holding_watermark(fresh)
+        times = {p: t for p, t in self.sources.times.items() if p in mine}
+        paused = self.sources.paused & mine
+        pause, resume = pool_order.align(times, mark, self.settings.align_ms, paused)
+        self.sources.paused = (paused | pause) - resume
+        leads = {p: pool_order.lead(t, mark) for p, t in times.items()}
+        self.metrics.set_sources(leads, self.sources.paused, pause)
+        return sorted(pause), sorted(resume)
+
+    def paused(self) -> frozenset[int]:
+        """The input partitions this worker has paused."""
+        return frozenset(self.sources.paused)
 
     def assigned(self) -> None:
         """Partitions were (re)assigned: what was known of them is the previous owner's."""
@@ -200,6 +239,9 @@ class StageWorker:
         for partition in owned:
             since = self.sources.waited_on_since.get(partition)
             if since is None:
+                continue
+            if partition in self.sources.paused:
+                # Ahead of the watermark already, and a tick would not be read before resuming.
                 continue
             if now - since > WAITING_FRESH_S:
                 del self.sources.waited_on_since[partition]
