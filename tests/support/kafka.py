@@ -13,6 +13,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError, for_code
 
+from idstream.drivers.faust.topics import cluster_size, replicated
+from idstream.settings import Settings
+
 # How idstream creates its input topic (drivers/faust/topics.py): the broker stamps records.
 INPUT_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 
@@ -23,7 +26,8 @@ async def create_topics(
     partitions: int = 1,
     configs: dict[str, str] | None = None,
 ) -> None:
-    """Create the topics (replication 1); existing ones are left alone."""
+    """Create the topics, replicated as idstream replicates its own (`Settings.replication`
+    for the brokers the cluster lists); existing ones are left alone."""
     names = list(topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -31,11 +35,9 @@ async def create_topics(
     deadline = loop.time() + 30
     try:
         while True:
+            factor, full = replicated(Settings(), configs or {}, await cluster_size(admin))
             response = await admin.create_topics(
-                [
-                    NewTopic(name, partitions, replication_factor=1, topic_configs=configs or {})
-                    for name in names
-                ]
+                [NewTopic(name, partitions, factor, topic_configs=full) for name in names]
             )
             errors = [
                 (name, code, rest)

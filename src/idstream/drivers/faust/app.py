@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any, NoReturn, cast
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import CrashingSupervisor
 
 from idstream.domain.erasure import NOTHING_ERASED, Erased
@@ -95,6 +96,31 @@ def _highwater(consumer: Any, tp: Any) -> int | None:
         return None
 
 
+class IdempotentProducer(faust_aiokafka.Producer):
+    """Faust's producer, idempotent with acks=all in every processing guarantee.
+
+    Faust enables idempotence only in its exactly-once mode; at-least-once, a batch retried
+    after a broker failover could be written twice (and the Outbox's batches out of order).
+    """
+
+    def _settings_extra(self) -> Any:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class IdempotentTransport(faust_aiokafka.Transport):
+    Producer = IdempotentProducer
+
+
+class IdstreamApp(faust.App):
+    """faust.App whose producers are idempotent (`IdempotentProducer`)."""
+
+    def _new_transport(self) -> Any:
+        return IdempotentTransport(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self) -> Any:
+        return IdempotentTransport(self.conf.broker_producer, self)
+
+
 def _broker_url(servers: str) -> list[str]:
     return [f"kafka://{s.strip()}" for s in servers.split(",") if s.strip()]
 
@@ -120,7 +146,7 @@ def create_app(settings: Settings, erased: Erased = NOTHING_ERASED) -> faust.App
     started (a rebuild publishes nothing of a person forgotten later in the log)."""
     topics = settings.topics
     partitions = settings.partitions
-    app = faust.App(
+    app = IdstreamApp(
         settings.app_id,
         broker=_broker_url(settings.bootstrap_servers),
         broker_credentials=_credentials(settings),

@@ -100,19 +100,19 @@ def consumer(settings: Settings, **options: Any) -> Any:
     return AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, **options)
 
 
-async def ensure_topics(
-    settings: Settings, replication_factor: int = 1, *, timeout: float = 60.0
-) -> None:
+async def ensure_topics(settings: Settings, *, timeout: float = 60.0) -> None:
     """Create the missing topics with `settings.partitions`; refuse a partition mismatch.
 
-    Retriable broker errors (a broker still electing its controller or leaders, registering
-    itself, a dropped connection) are retried until `timeout`; others are raised at once.
+    Each new topic gets the replication factor and min.insync.replicas of
+    `settings.replication` for the brokers the cluster lists now. Retriable broker errors (a
+    broker still electing its controller or leaders, registering itself, a dropped
+    connection) are retried until `timeout`; others are raised at once.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         try:
-            await _ensure_topics(settings, replication_factor)
+            await _ensure_topics(settings)
             return
         except KafkaError as exc:
             # A KRaft broker that just started answers "0 brokers registered" for a moment.
@@ -123,23 +123,43 @@ async def ensure_topics(
             await asyncio.sleep(0.5)
 
 
-async def _ensure_topics(settings: Settings, replication_factor: int) -> None:
+async def cluster_size(admin: AIOKafkaAdminClient) -> int:
+    """How many brokers the cluster lists in its metadata now."""
+    return len((await admin.describe_cluster())["brokers"])
+
+
+def replicated(
+    settings: Settings, config: dict[str, str], brokers: int
+) -> tuple[int, dict[str, str]]:
+    """The replication factor and the topic config (with min.insync.replicas) of a new topic."""
+    factor, insync = settings.replication(brokers)
+    return factor, {**config, "min.insync.replicas": str(insync)}
+
+
+async def _ensure_topics(settings: Settings) -> None:
     wanted = topic_configs(settings)
     admin = admin_client(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(name, settings.partitions, replication_factor, topic_configs=config)
-            for name, config in wanted.items()
-            if name not in existing
-        ]
+        missing = []
+        if any(name not in existing for name in wanted):
+            brokers = await cluster_size(admin)
+            for name, config in wanted.items():
+                if name not in existing:
+                    factor, full = replicated(settings, config, brokers)
+                    missing.append(NewTopic(name, settings.partitions, factor, topic_configs=full))
         if missing:
             response = await admin.create_topics(missing)
             for name, code, *rest in response.topic_errors:
                 if code and code != TopicAlreadyExistsError.errno:
                     raise for_code(code)(f"cannot create topic {name}: {rest}")
-            logger.info("created topics %s", ", ".join(t.name for t in missing))
+            logger.info(
+                "created topics %s (replication %d, min.insync.replicas %s)",
+                ", ".join(t.name for t in missing),
+                missing[0].replication_factor,
+                missing[0].topic_configs["min.insync.replicas"],
+            )
         counts = await _partition_counts(admin, sorted(wanted))
         for name, count in counts.items():
             if count != settings.partitions:
