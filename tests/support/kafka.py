@@ -7,6 +7,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Iterable
 from types import TracebackType
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
@@ -56,13 +57,33 @@ async def create_topics(
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
-    """Send (key, value) records in order and wait until all are acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+async def produce(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]], rate: float = 0
+) -> None:
+    """Send (key, value) records in order and wait until all are acknowledged; with `rate`,
+    no faster than `rate` a second, as live producers would.
+
+    One idempotent producer for all: through a broker outage or failover it holds and
+    retries the records (up to 3 minutes), neither losing nor doubling one."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        request_timeout_ms=180_000,
+    )
     await producer.start()
     try:
         # One producer keeps the order per partition; waiting only at the end batches sends.
-        pending = [await producer.send(topic, value, key=key) for key, value in records]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        pending = []
+        for n, (key, value) in enumerate(records):
+            pending.append(await producer.send(topic, value, key=key))
+            # Pace by the clock, never by sleeping a fixed time per record.
+            ahead = started + (n + 1) / rate - loop.time() if rate > 0 else 0
+            if ahead > 0.01:
+                await asyncio.sleep(ahead)
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -128,6 +149,20 @@ async def delete_all_records(bootstrap: str, topic: str) -> dict[TopicPartition,
     return ends
 
 
+async def partition_leaders(bootstrap: str, topics: Iterable[str]) -> dict[int, int]:
+    """How many partitions of `topics` each broker (node id) leads now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        counts: dict[int, int] = defaultdict(int)
+        for topic in await admin.describe_topics(list(topics)):
+            for partition in topic.get("partitions", ()):
+                counts[partition["leader"]] += 1
+        return dict(counts)
+    finally:
+        await admin.close()
+
+
 class TopicReader:
     """Reads a whole topic from the beginning in the background (no consumer group).
 
@@ -175,8 +210,8 @@ class TopicReader:
             await self._consumer.stop()
 
 
-async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) now in `topic`, partition by partition, in offset order."""
+async def _records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record now in `topic`, partition by partition, in offset order."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
@@ -186,14 +221,24 @@ async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        out: list[tuple[bytes | None, bytes | None]] = []
+        out: list[Any] = []
         for tp in tps:
             while await consumer.position(tp) < ends[tp]:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
-                out.extend((m.key, m.value) for m in batch.get(tp, []))
+                out.extend(batch.get(tp, []))
         return out
     finally:
         await consumer.stop()
+
+
+async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) now in `topic`, partition by partition, in offset order."""
+    return [(m.key, m.value) for m in await _records(bootstrap, topic)]
+
+
+async def record_positions(bootstrap: str, topic: str) -> list[tuple[int, int]]:
+    """(partition, offset) of every record now in `topic` (ticks included)."""
+    return [(m.partition, m.offset) for m in await _records(bootstrap, topic)]
 
 
 async def read_from(

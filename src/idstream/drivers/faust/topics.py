@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     InvalidReplicationFactorError,
     KafkaError,
+    KafkaTimeoutError,
     TopicAlreadyExistsError,
     for_code,
 )
@@ -29,6 +31,32 @@ from idstream.settings import Settings
 from idstream.storage.partitions import STAGE_TABLES
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Between two attempts of a call that waits out a broker outage, at most.
+PATIENT_BACKOFF_MAX_S = 5.0
+
+
+def broker_away(exc: BaseException) -> bool:
+    """Whether `exc` means the brokers are (for now) out of reach, not that the call is wrong."""
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
+    return isinstance(exc, OSError | TimeoutError)
+
+
+async def patiently(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, tried again while the brokers are away, however long: a worker waits out an
+    outage, and its watchdog (watchdog.py) halts it past `broker_outage_s`."""
+    delay = 0.2
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not broker_away(exc):
+                raise
+            logger.warning("%s: %r; trying again in %.1f s", what, exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(PATIENT_BACKOFF_MAX_S, delay * 2)
 
 
 def changelog_topics(settings: Settings) -> list[str]:
