@@ -285,8 +285,9 @@ async def group_start_offset(settings: Settings, topic: str, partition: int) -> 
     from aiokafka import TopicPartition
 
     client = consumer(settings, group_id=settings.app_id)
-    await client.start()
     try:
+        # Started inside the try: a start that fails (broker away) still closes the client.
+        await client.start()
         tp = TopicPartition(topic, partition)
         committed = await client.committed(tp)
         earliest = (await client.beginning_offsets([tp]))[tp]
@@ -306,8 +307,8 @@ async def records_between(
     from aiokafka import TopicPartition
 
     client = consumer(settings)
-    await client.start()
     try:
+        await client.start()
         tp = TopicPartition(topic, partition)
         client.assign([tp])
         client.seek(tp, start)

@@ -144,6 +144,15 @@ class Watchdog:
             await asyncio.sleep(self.interval)
 
     async def _answers(self) -> bool:
+        # A request can go to a broker that is down while others answer: one broker away
+        # is not an outage, so ask as many times as there are bootstrap servers.
+        servers = [s for s in self.settings.bootstrap_servers.split(",") if s.strip()]
+        for _ in range(max(1, len(servers))):
+            if await self._asked():
+                return True
+        return False
+
+    async def _asked(self) -> bool:
         admin = admin_client(self.settings)
         try:
             async with asyncio.timeout(max(2.0, self.interval)):
