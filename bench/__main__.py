@@ -25,6 +25,7 @@ ORDER = (
     "rebuild",
     "e2e",
     "peers",
+    "soak",
 )
 
 

@@ -19,8 +19,8 @@ from idstream.devbroker import free_port
 from idstream.digest import RESOLVER_DIGEST_EXCLUDED, RESOLVER_TABLE_TYPES, state_digest
 from idstream.domain.erasure import NOTHING_ERASED
 from idstream.domain.messages import OutputTopic
-from idstream.drivers.faust.export import read_envelopes, read_forget_register
-from idstream.drivers.local.driver import LocalDriver
+from idstream.drivers.faust.export import read_forget_register
+from idstream.drivers.faust.replayed import replayed
 from idstream.drivers.local.sinks import MemorySink
 from idstream.settings import load_settings
 from idstream.storage.partitions import (
@@ -184,29 +184,8 @@ class Topology:
         the broker (record times, ticks included): what the workers must have built. With
         `register`, knowing the forget register on the broker first, as a rebuild does."""
         settings = load_settings(environ={**os.environ, **self.env(0)})
-        sink = MemorySink()
-        driver = LocalDriver(
-            settings.rules(),
-            partitions=self.partitions,
-            sink=sink,
-            topic=self.topics["events"],
-            limits=settings.limits(),
-            register=await read_forget_register(settings) if register else NOTHING_ERASED,
-        )
-        try:
-            async for record in read_envelopes(settings, self.topics["events"]):
-                driver.submit(
-                    record.value,
-                    key=record.key,
-                    record_timestamp=record.timestamp,
-                    partition=record.partition,
-                    offset=record.offset,
-                    headers=record.headers,
-                )
-            driver.run()
-            return driver.digest(), sink
-        finally:
-            driver.close()
+        erased = await read_forget_register(settings) if register else NOTHING_ERASED
+        return await replayed(settings, erased)
 
     async def check_against_in_process(self) -> None:
         """With the workers stopped: the state and the outputs are the in-process driver's
