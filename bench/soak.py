@@ -7,9 +7,10 @@ at `--share` (0.5) of that rate for `--minutes`. Every second: the group's lag (
 decisions) and the worker's RSS. Faults alternate (seeded order and times, one per slot of
 the run): a worker killed and started again at once on its data dir; a broker (seeded choice
 of node) killed and started again after 5-30 s. Recovery of a fault: from the kill to the
-first lag sample at most `--caught-up` seconds of traffic. At the end the traffic stops, the
-worker commits everything and stops, and its digest is compared with the in-process driver's
-over the input log on the broker.
+first lag sample back at the steady lag (90th percentile of the minute before the fault:
+committed offsets trail by a commit interval) plus `--caught-up` seconds of traffic. At the
+end the traffic stops, the worker commits everything and stops, and its digest is compared
+with the in-process driver's over the input log on the broker.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -61,6 +63,7 @@ class Fault:
     at: float  # seconds into the live run
     node: int = 0
     down_s: float = 0.0
+    threshold: float = 0.0
     recovered_s: float | None = None
 
 
@@ -106,13 +109,19 @@ async def _lag(dep: Deployment) -> int | None:
 
 
 async def _sample(dep: Deployment, run: Run, stop: asyncio.Event) -> None:
+    shown = 0.0
     while not stop.is_set():
         at = run.now()
-        run.lags.append((at, await _lag(dep)))
+        lag = await _lag(dep)
+        run.lags.append((at, lag))
         proc = dep.procs[-1]
         kib = rss_kib(proc.pid) if proc.poll() is None else None
         if kib is not None:
             run.rss.append((at, proc.pid, kib))
+        if at - shown >= 30:
+            shown = at
+            state = "running" if proc.poll() is None else f"exited {proc.returncode}"
+            print(f"  {at:6.0f} s: lag {lag}, RSS {kib} KiB, worker {state}", flush=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
 
@@ -151,11 +160,22 @@ def _restart_worker(dep: Deployment) -> None:
     proc = dep.procs.pop()
     proc.kill()
     proc.wait()
-    dep.logs.pop()
+    log = dep.logs.pop()
+    # The next worker writes the same log file: keep this one's.
+    log.rename(log.with_name(f"{log.stem}-killed-{proc.pid}.log"))
     dep.start(1)
 
 
-async def _recovered(run: Run, since: float, threshold: float, timeout: float = 600) -> float:
+def _steady(run: Run, before: float, window: float = 60.0) -> float:
+    """The 90th percentile of the lag in the `window` seconds before `before`: what the lag
+    is without a fault (committed offsets trail by a commit interval of every topic)."""
+    lags = sorted(lag for at, lag in run.lags if before - window <= at < before and lag is not None)
+    return float(lags[int(0.9 * (len(lags) - 1))]) if lags else 0.0
+
+
+async def _recovered(run: Run, since: float, threshold: float, timeout: float) -> float | None:
+    """Seconds from the fault to the first lag sample at most `threshold` (None: not within
+    `timeout`)."""
     deadline = time.monotonic() + timeout
     seen = len(run.lags)
     while time.monotonic() < deadline:
@@ -164,7 +184,8 @@ async def _recovered(run: Run, since: float, threshold: float, timeout: float = 
                 return at - since
         seen = len(run.lags)
         await asyncio.sleep(0.5)
-    raise TimeoutError(f"not caught up {timeout} s after the fault at {since:.0f} s")
+    print(f"  not caught up {timeout:.0f} s after the fault at {since:.0f} s", flush=True)
+    return None
 
 
 async def _faults(
@@ -173,12 +194,14 @@ async def _faults(
     run: Run,
     faults: list[Fault],
     rng: random.Random,
-    threshold: float,
+    extra: float,
 ) -> None:
-    """Stage each fault at its time; wait until the worker has caught up after it."""
+    """Stage each fault at its time; wait until the worker has caught up after it: its lag
+    back to the steady lag before the fault plus `extra` records."""
     for fault in faults:
         await asyncio.sleep(max(0.0, fault.at - run.now()))
         fault.at = run.now()
+        fault.threshold = _steady(run, fault.at) + extra
         if fault.kind == "worker":
             _restart_worker(dep)
             await dep.wait_ready(1)
@@ -190,7 +213,7 @@ async def _faults(
             # Started from this thread (the JVM dies with it), waited for in another.
             kafka.start_node(fault.node)
             await asyncio.to_thread(kafka.wait_ready)
-        fault.recovered_s = await _recovered(run, fault.at, threshold)
+        fault.recovered_s = await _recovered(run, fault.at, fault.threshold, 300)
         print(f"  {fault}", flush=True)
 
 
@@ -213,8 +236,8 @@ def _digest(root: Path) -> str:
 async def _soak(kafka: LocalKafka, args: argparse.Namespace, report: Report) -> None:
     bootstrap = kafka.bootstrap_servers
     rng = random.Random(args.seed)
-    with tempfile.TemporaryDirectory(prefix="idstream-bench-soak-") as tmp:
-        root = Path(tmp)
+    root = Path(tempfile.mkdtemp(prefix="idstream-bench-soak-"))
+    try:
         one_worker = await _calibrate(bootstrap, args, root)
         rate = one_worker * args.share
         seconds = args.minutes * 60
@@ -234,8 +257,7 @@ async def _soak(kafka: LocalKafka, args: argparse.Namespace, report: Report) -> 
         sampler = asyncio.create_task(_sample(dep, run, stop))
         try:
             sending = asyncio.create_task(_send(bootstrap, source, traffic, rate))
-            threshold = max(50.0, rate * args.caught_up)
-            await _faults(kafka, dep, run, faults, rng, threshold)
+            await _faults(kafka, dep, run, faults, rng, max(50.0, rate * args.caught_up))
             sent = await sending
             sent_for = run.now()
             # Every record processed: only the live worker is checked for exits.
@@ -247,6 +269,11 @@ async def _soak(kafka: LocalKafka, args: argparse.Namespace, report: Report) -> 
             dep.stop()
         expected, _ = await replayed(dep.settings)
         worker_digest = _digest(dep.root)
+    except BaseException:
+        # Kept for a look: the workers' logs and data dirs.
+        print(f"  soak failed; workers' logs and data kept in {root}", flush=True)
+        raise
+    shutil.rmtree(root, ignore_errors=True)
     report.samples.append(Sample(sent, done, {"sent for s": round(sent_for, 1)}))
     _notes(report, one_worker, rate, faults, run, worker_digest == expected)
     report.params.update(
@@ -272,8 +299,10 @@ def _notes(
     )
     for f in faults:
         where = f"node {f.node} down {f.down_s:.0f} s" if f.kind == "broker" else "kill -9"
+        back = "not within 300 s" if f.recovered_s is None else f"after {f.recovered_s:.1f} s"
         report.notes.append(
-            f"{f.kind} fault at {f.at:.0f} s ({where}): caught up after {f.recovered_s:.1f} s"
+            f"{f.kind} fault at {f.at:.0f} s ({where}): caught up (lag <= {f.threshold:,.0f}) "
+            f"{back}"
         )
     recoveries = [f.recovered_s for f in faults if f.recovered_s is not None]
     if recoveries:
