@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from idstream.devbroker import LocalKafka
-from idstream.drivers.faust.topics import broker_away, changelog_topics
+from idstream.drivers.faust.topics import broker_away, changelog_topics, leader_topic
 from idstream.drivers.faust.watchdog import EXIT_BROKER_OUTAGE
 from idstream.settings import load_settings
 from tests.integration.test_topology import LIVE_RATE, history
-from tests.support.kafka import committed_offsets, partition_leaders
+from tests.support.kafka import committed_offsets, partition_leaders, replication
 from tests.support.names import UniqueNames
 from tests.support.processes import ProcessPool
 from tests.support.topology import Topology
@@ -81,7 +81,9 @@ async def test_the_broker_leading_most_partitions_killed_mid_stream_on_3_nodes_l
     await topology.create_input()
     worker = await topology.start(0)
     settings = load_settings(environ=topology.env(0))
-    ours = [*topology.topics.values(), *changelog_topics(settings)]
+    ours = [*topology.topics.values(), *changelog_topics(settings), leader_topic(settings)]
+    # Every topic replicated on all three brokers; a write needs two (one may be down).
+    assert set((await replication(kafka_cluster.bootstrap_servers, ours)).values()) == {(3, "2")}
     sending = asyncio.create_task(topology.send(records, rate=LIVE_RATE))
     await committed_at_least(topology, len(records) // 3)
     leaders = await partition_leaders(kafka_cluster.bootstrap_servers, ours)

@@ -163,6 +163,28 @@ async def partition_leaders(bootstrap: str, topics: Iterable[str]) -> dict[int, 
         await admin.close()
 
 
+async def replication(bootstrap: str, topics: Iterable[str]) -> dict[str, tuple[int, str]]:
+    """Per topic: the fewest replicas of any of its partitions, and its min.insync.replicas."""
+    names = list(topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        replicas = {
+            t["topic"]: min((len(p["replicas"]) for p in t.get("partitions", ())), default=0)
+            for t in await admin.describe_topics(names)
+        }
+        insync: dict[str, str] = {}
+        resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+        for response in await admin.describe_configs(resources):
+            for result in response.to_object()["resources"]:
+                for entry in result["config_entries"]:
+                    if entry["config_names"] == "min.insync.replicas":
+                        insync[result["resource_name"]] = entry["config_value"]
+        return {n: (replicas.get(n, 0), insync.get(n, "")) for n in names}
+    finally:
+        await admin.close()
+
+
 class TopicReader:
     """Reads a whole topic from the beginning in the background (no consumer group).
 

@@ -64,6 +64,11 @@ def changelog_topics(settings: Settings) -> list[str]:
     return [f"{settings.app_id}-{table}-changelog" for table in STAGE_TABLES]
 
 
+def leader_topic(settings: Settings) -> str:
+    """The topic Faust's leader assignor subscribes every worker to (one partition)."""
+    return f"{settings.app_id}-__assignor-__leader"
+
+
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Every topic the topology uses, with its topic-level config."""
     t = settings.topics
@@ -170,13 +175,18 @@ async def _ensure_topics(settings: Settings) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        # Faust's leader-election topic (one partition): made here too, so that it is
+        # replicated like the others (Faust would make it with one replica).
+        partitions = {name: settings.partitions for name in wanted}
+        partitions[leader_topic(settings)] = 1
+        configs: dict[str, dict[str, str]] = {**wanted, leader_topic(settings): {}}
         missing = []
-        if any(name not in existing for name in wanted):
+        if any(name not in existing for name in configs):
             brokers = await cluster_size(admin)
-            for name, config in wanted.items():
+            for name, config in configs.items():
                 if name not in existing:
                     factor, full = replicated(settings, config, brokers)
-                    missing.append(NewTopic(name, settings.partitions, factor, topic_configs=full))
+                    missing.append(NewTopic(name, partitions[name], factor, topic_configs=full))
         if missing:
             response = await admin.create_topics(missing)
             for name, code, *rest in response.topic_errors:
