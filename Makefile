@@ -33,8 +33,9 @@ fmt: $(STAMP) ## format and autofix
 bench: $(STAMP) ## run the benchmarks (see bench/README.md)
 	$(BIN)/python -m bench
 
-kafka: ## run a local Kafka broker in the foreground (Ctrl-C stops it)
-	$(BIN)/python -m idstream.devbroker run
+NODES ?= 1
+kafka: ## run a local Kafka broker in the foreground (Ctrl-C stops it; NODES=3: a cluster)
+	$(BIN)/python -m idstream.devbroker run --nodes $(NODES)
 
 clean: ## remove the virtualenv and caches (not the jar cache in ~/.cache/idstream)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -26,6 +26,7 @@ ORDER = (
     "rebuild",
     "e2e",
     "peers",
+    "soak",
 )
 
 

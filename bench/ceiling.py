@@ -58,14 +58,21 @@ async def _create_topics(
     partitions: int,
     configs: dict[str, dict[str, str]] | None = None,
 ) -> None:
-    """Create `names` with `partitions` each; `configs` gives topic-level config by name."""
+    """Create `names` with `partitions` each; `configs` gives topic-level config by name.
+    Replicated as idstream replicates its topics (one broker: 1; three: 3, min.insync 2)."""
+    from idstream.drivers.faust.topics import cluster_size, replicated
+    from idstream.settings import Settings
+
     configs = configs or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics(
-            [NewTopic(n, partitions, 1, topic_configs=configs.get(n, {})) for n in names]
-        )
+        brokers = await cluster_size(admin)
+        topics = []
+        for n in names:
+            factor, config = replicated(Settings(), configs.get(n, {}), brokers)
+            topics.append(NewTopic(n, partitions, factor, topic_configs=config))
+        await admin.create_topics(topics)
     finally:
         await admin.close()
 

@@ -119,6 +119,37 @@ def _docker_kafka() -> Iterator[str]:
         yield bootstrap
 
 
+def _own_kafka(nodes: int) -> Iterator[LocalKafka]:
+    kafka = LocalKafka(nodes=nodes, ready_timeout=BROKER_READY_TIMEOUT)
+    try:
+        kafka.start()
+    except BrokerUnavailableError as exc:
+        # Never a skip: a fault test that cannot have its broker fails, in CI and here.
+        where = "CI" if os.environ.get("CI") == "true" else "this machine"
+        pytest.fail(
+            f"no Kafka of {nodes} node(s) of its own on {where}: {exc}\n"
+            "Install Java 17+ and Maven (the test kills and restarts the brokers it starts).",
+            pytrace=False,
+        )
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
+
+
+@pytest.fixture
+def own_kafka() -> Iterator[LocalKafka]:
+    """A single-node Kafka for this test alone, which it may kill (-9) and restart."""
+    yield from _own_kafka(1)
+
+
+@pytest.fixture
+def kafka_cluster() -> Iterator[LocalKafka]:
+    """A 3-node KRaft cluster (each node broker and controller) for this test alone: nodes
+    are killed with `kafka_cluster.kill(n)` and started again with `restart(n)`."""
+    yield from _own_kafka(3)
+
+
 @pytest.fixture
 def names(request: pytest.FixtureRequest) -> UniqueNames:
     """Unique topic/group/app names for this test: names.topic("input"), names.group()."""

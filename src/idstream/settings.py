@@ -74,6 +74,16 @@ class Settings:
     sasl_username: str | None = None
     sasl_password: str | None = None
     ssl_cafile: str | None = None
+    # Every topic idstream creates (worker, rebuild, gateway, simulate): its replication factor
+    # and min.insync.replicas. 0 = from the brokers the cluster lists at creation: replication
+    # min(3, brokers), min.insync replication - 1 (at least 1). Existing topics are left as
+    # they are (docs/operations.md, "A production cluster").
+    replication_factor: int = 0
+    min_insync_replicas: int = 0
+    # A broker outage up to this long is waited out; past it the worker halts (exit 69) with
+    # the reason in its log. Also the longest a worker may have records to read and read
+    # none while the brokers answer (a stuck consumer) before it halts.
+    broker_outage_s: int = 300
     # Profile lookup and metrics HTTP server of each worker.
     http_host: str = "127.0.0.1"
     http_port: int = 6066
@@ -187,6 +197,13 @@ class Settings:
         if self.align_ms < 10 * self.tick_ms:
             # Live partitions are up to about tick_ms apart; pausing them would only add latency.
             raise ConfigurationError("align_ms must be >= 10 * tick_ms")
+        if self.replication_factor < 0 or self.min_insync_replicas < 0:
+            raise ConfigurationError("replication_factor and min_insync_replicas must be >= 0")
+        if self.replication_factor and self.min_insync_replicas > self.replication_factor:
+            # Every acks=all write would be refused (NotEnoughReplicas).
+            raise ConfigurationError("min_insync_replicas must be <= replication_factor")
+        if self.broker_outage_s < 1:
+            raise ConfigurationError("broker_outage_s must be >= 1")
         if self.dead_letter_max_bytes < self.max_record_bytes:
             # A record the decoder accepts is always carried whole; only oversize ones are cut.
             raise ConfigurationError("dead_letter_max_bytes must be >= max_record_bytes")
@@ -241,6 +258,14 @@ class Settings:
             "every worker, rebuild and replay of this deployment; or IDSTREAM_DEV_MODE=true to "
             "try idstream out with a public key (docs/operations.md, 'Personal data')"
         )
+
+    def replication(self, brokers: int) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas) of a topic created while the cluster
+        lists `brokers` brokers: the settings where given, else min(3, brokers) and one less
+        (at least 1), so that one broker may fail without stopping acks=all writes."""
+        factor = self.replication_factor or max(1, min(3, brokers))
+        insync = self.min_insync_replicas or max(1, factor - 1)
+        return factor, min(insync, factor)
 
     def limits(self) -> Limits:
         """The decoder's limits, validated."""

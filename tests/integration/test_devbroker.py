@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from idstream import devbroker
-from idstream.devbroker import LocalKafka, broker_answers
+from idstream.devbroker import LocalKafka, broker_answers, registered_brokers
 from idstream.errors import BrokerUnavailableError
 from tests.support.processes import ProcessPool
 from tests.support.waiting import wait_for
@@ -64,3 +64,47 @@ async def test_cli_run_prints_bootstrap_and_stops_on_sigterm(processes: ProcessP
     assert broker_answers(found.group(1))
     assert proc.stop() == 0, proc.log_tail()
     assert not Path(found.group(2)).exists()
+
+
+def test_a_three_node_cluster_survives_a_node_killed_and_restarted() -> None:
+    with LocalKafka(nodes=3, ready_timeout=120) as kafka:
+        pids = [node.pid for node in kafka.nodes]
+        workdir = kafka.workdir
+        assert workdir is not None and None not in pids
+        addresses = kafka.bootstrap_servers.split(",")
+        assert len(set(addresses)) == 3
+        assert registered_brokers(kafka.bootstrap_servers) == 3
+        kafka.kill(2)
+        assert not kafka.node(2).is_running() and kafka.node(1).is_running()
+        # The others still answer (a quorum of two controllers is left).
+        assert broker_answers(addresses[0])
+        kafka.restart(2)
+        assert kafka.node(2).pid != pids[1]
+        assert registered_brokers(kafka.bootstrap_servers) == 3
+        pids.append(kafka.node(2).pid)
+    assert not any(pid_alive(pid) for pid in pids if pid is not None)
+    assert not workdir.exists()
+
+
+async def test_cli_run_nodes_3_prints_three_addresses_and_stops_every_jvm(
+    processes: ProcessPool,
+) -> None:
+    proc = processes.start_python_module(
+        "idstream.devbroker", "run", "--nodes", "3", name="devbroker"
+    )
+    line = re.compile(r"KAFKA_BOOTSTRAP_SERVERS=(\S+)\n")
+    found = await wait_for(
+        lambda: (
+            ("broker log:" in proc.log_text() and line.search(proc.log_text()))
+            or not proc.is_running()
+        ),
+        120,
+        message="bootstrap",
+    )
+    assert proc.is_running() and isinstance(found, re.Match), proc.log_tail()
+    assert len(found.group(1).split(",")) == 3
+    assert registered_brokers(found.group(1)) == 3
+    pids = [int(p) for p in re.findall(r"node \d \(pid (\d+)\)", proc.log_text())]
+    assert len(pids) == 3
+    assert proc.stop() == 0, proc.log_tail()
+    assert not any(pid_alive(pid) for pid in pids)

@@ -7,11 +7,15 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Iterable
 from types import TracebackType
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError, for_code
+
+from idstream.drivers.faust.topics import cluster_size, replicated
+from idstream.settings import Settings
 
 # How idstream creates its input topic (drivers/faust/topics.py): the broker stamps records.
 INPUT_CONFIG = {"message.timestamp.type": "LogAppendTime"}
@@ -23,7 +27,8 @@ async def create_topics(
     partitions: int = 1,
     configs: dict[str, str] | None = None,
 ) -> None:
-    """Create the topics (replication 1); existing ones are left alone."""
+    """Create the topics, replicated as idstream replicates its own (`Settings.replication`
+    for the brokers the cluster lists); existing ones are left alone."""
     names = list(topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -31,11 +36,9 @@ async def create_topics(
     deadline = loop.time() + 30
     try:
         while True:
+            factor, full = replicated(Settings(), configs or {}, await cluster_size(admin))
             response = await admin.create_topics(
-                [
-                    NewTopic(name, partitions, replication_factor=1, topic_configs=configs or {})
-                    for name in names
-                ]
+                [NewTopic(name, partitions, factor, topic_configs=full) for name in names]
             )
             errors = [
                 (name, code, rest)
@@ -54,13 +57,33 @@ async def create_topics(
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
-    """Send (key, value) records in order and wait until all are acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+async def produce(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes, bytes]], rate: float = 0
+) -> None:
+    """Send (key, value) records in order and wait until all are acknowledged; with `rate`,
+    no faster than `rate` a second, as live producers would.
+
+    One idempotent producer for all: through a broker outage or failover it holds and
+    retries the records (up to 3 minutes), neither losing nor doubling one."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        request_timeout_ms=180_000,
+    )
     await producer.start()
     try:
         # One producer keeps the order per partition; waiting only at the end batches sends.
-        pending = [await producer.send(topic, value, key=key) for key, value in records]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        pending = []
+        for n, (key, value) in enumerate(records):
+            pending.append(await producer.send(topic, value, key=key))
+            # Pace by the clock, never by sleeping a fixed time per record.
+            ahead = started + (n + 1) / rate - loop.time() if rate > 0 else 0
+            if ahead > 0.01:
+                await asyncio.sleep(ahead)
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -126,6 +149,42 @@ async def delete_all_records(bootstrap: str, topic: str) -> dict[TopicPartition,
     return ends
 
 
+async def partition_leaders(bootstrap: str, topics: Iterable[str]) -> dict[int, int]:
+    """How many partitions of `topics` each broker (node id) leads now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        counts: dict[int, int] = defaultdict(int)
+        for topic in await admin.describe_topics(list(topics)):
+            for partition in topic.get("partitions", ()):
+                counts[partition["leader"]] += 1
+        return dict(counts)
+    finally:
+        await admin.close()
+
+
+async def replication(bootstrap: str, topics: Iterable[str]) -> dict[str, tuple[int, str]]:
+    """Per topic: the fewest replicas of any of its partitions, and its min.insync.replicas."""
+    names = list(topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        replicas = {
+            t["topic"]: min((len(p["replicas"]) for p in t.get("partitions", ())), default=0)
+            for t in await admin.describe_topics(names)
+        }
+        insync: dict[str, str] = {}
+        resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+        for response in await admin.describe_configs(resources):
+            for result in response.to_object()["resources"]:
+                for entry in result["config_entries"]:
+                    if entry["config_names"] == "min.insync.replicas":
+                        insync[result["resource_name"]] = entry["config_value"]
+        return {n: (replicas.get(n, 0), insync.get(n, "")) for n in names}
+    finally:
+        await admin.close()
+
+
 class TopicReader:
     """Reads a whole topic from the beginning in the background (no consumer group).
 
@@ -173,8 +232,8 @@ class TopicReader:
             await self._consumer.stop()
 
 
-async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) now in `topic`, partition by partition, in offset order."""
+async def _records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record now in `topic`, partition by partition, in offset order."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
@@ -184,14 +243,24 @@ async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        out: list[tuple[bytes | None, bytes | None]] = []
+        out: list[Any] = []
         for tp in tps:
             while await consumer.position(tp) < ends[tp]:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
-                out.extend((m.key, m.value) for m in batch.get(tp, []))
+                out.extend(batch.get(tp, []))
         return out
     finally:
         await consumer.stop()
+
+
+async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) now in `topic`, partition by partition, in offset order."""
+    return [(m.key, m.value) for m in await _records(bootstrap, topic)]
+
+
+async def record_positions(bootstrap: str, topic: str) -> list[tuple[int, int]]:
+    """(partition, offset) of every record now in `topic` (ticks included)."""
+    return [(m.partition, m.offset) for m in await _records(bootstrap, topic)]
 
 
 async def read_from(

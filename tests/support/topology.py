@@ -15,11 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from idstream.devbroker import free_port
 from idstream.digest import RESOLVER_DIGEST_EXCLUDED, RESOLVER_TABLE_TYPES, state_digest
 from idstream.domain.erasure import NOTHING_ERASED
-from idstream.drivers.faust.export import read_envelopes, read_forget_register
-from idstream.drivers.local.driver import LocalDriver
+from idstream.domain.messages import OutputTopic
+from idstream.drivers.faust.export import read_forget_register
+from idstream.drivers.faust.replayed import replayed
 from idstream.drivers.local.sinks import MemorySink
 from idstream.settings import load_settings
 from idstream.storage.partitions import (
@@ -28,7 +31,14 @@ from idstream.storage.partitions import (
     load_tables,
     partition_dbs,
 )
-from tests.support.kafka import INPUT_CONFIG, all_committed, create_topics, produce, read_all
+from tests.support.kafka import (
+    INPUT_CONFIG,
+    all_committed,
+    create_topics,
+    produce,
+    read_all,
+    record_positions,
+)
 from tests.support.names import UniqueNames
 from tests.support.processes import ManagedProcess, ProcessPool
 from tests.support.waiting import wait_for
@@ -114,18 +124,7 @@ class Topology:
 
     async def send(self, records: Sequence[tuple[bytes, bytes]], rate: float = 0) -> None:
         """Produce the records, all at once or `rate` per second (as live producers would)."""
-        if rate <= 0:
-            await produce(self.bootstrap, self.topics["events"], records)
-            return
-        step = max(1, int(rate / 10))
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        for i in range(0, len(records), step):
-            await produce(self.bootstrap, self.topics["events"], records[i : i + step])
-            # Pace by the clock of the test, never by sleeping a fixed time per record.
-            ahead = started + (i + step) / rate - loop.time()
-            if ahead > 0:
-                await asyncio.sleep(ahead)
+        await produce(self.bootstrap, self.topics["events"], records, rate)
 
     async def all_done(self) -> bool:
         """Every input, claim and decision record committed by the group, twice in a row
@@ -193,29 +192,45 @@ class Topology:
         the broker (record times, ticks included): what the workers must have built. With
         `register`, knowing the forget register on the broker first, as a rebuild does."""
         settings = load_settings(environ={**os.environ, **self.env(0)})
-        sink = MemorySink()
-        driver = LocalDriver(
-            settings.rules(),
-            partitions=self.partitions,
-            sink=sink,
-            topic=self.topics["events"],
-            limits=settings.limits(),
-            register=await read_forget_register(settings) if register else NOTHING_ERASED,
-        )
-        try:
-            async for record in read_envelopes(settings, self.topics["events"]):
-                driver.submit(
-                    record.value,
-                    key=record.key,
-                    record_timestamp=record.timestamp,
-                    partition=record.partition,
-                    offset=record.offset,
-                    headers=record.headers,
-                )
-            driver.run()
-            return driver.digest(), sink
-        finally:
-            driver.close()
+        erased = await read_forget_register(settings) if register else NOTHING_ERASED
+        return await replayed(settings, erased)
+
+    async def check_against_in_process(self) -> None:
+        """With the workers stopped: the state and the outputs are the in-process driver's
+        over the same input log (SPEC §5). The digests are equal; every input record has
+        exactly one outcome, the same as in process (resolved or dead-lettered once, or
+        skipped by a rule, which leaves no output); each profile's changes are the same, in
+        the same order (none lost, none doubled)."""
+        expected, sink = await self.replayed()
+        assert self.digest() == expected, "state differs from the in-process driver's"
+        inputs = await record_positions(self.bootstrap, self.topics["events"])
+        local_outcomes = [
+            (o.value["source"]["partition"], o.value["source"]["offset"])
+            for o in [*sink[OutputTopic.RESOLVED_EVENTS], *sink[OutputTopic.DEAD_LETTER]]
+            if o.value is not None
+        ]
+        skipped = [(partition, offset) for _, _, partition, offset in sink.skips]
+        # In process, every input record has one outcome: the yardstick is sound.
+        assert sorted(local_outcomes + skipped) == sorted(inputs)
+        read_back = [
+            orjson.loads(v)
+            for topic in ("resolved_events", "dead_letter")
+            for _, v in await self.read(self.topics[topic])
+            if v
+        ]
+        outcomes = [(v["source"]["partition"], v["source"]["offset"]) for v in read_back]
+        assert len(outcomes) == len(set(outcomes)), "an input record with two outcomes"
+        assert sorted(outcomes) == sorted(local_outcomes), "outcomes differ from in process"
+        changes: dict[bytes | None, list[bytes | None]] = {}
+        for key, value in await self.read(self.topics["profile_changes"]):
+            changes.setdefault(key, []).append(value)
+        local: dict[bytes | None, list[bytes | None]] = {}
+        for out in sink[OutputTopic.PROFILE_CHANGES]:
+            value = None if out.value is None else orjson.dumps(out.value)
+            local.setdefault(out.key.encode(), []).append(value)
+        decoded = {k: [orjson.loads(v) if v else None for v in vs] for k, vs in changes.items()}
+        wanted = {k: [orjson.loads(v) if v else None for v in vs] for k, vs in local.items()}
+        assert decoded == wanted, "profile changes lost, doubled or reordered"
 
     def digest(self) -> str:
         """Digest of the union of all workers' RocksDB partitions (workers stopped)."""

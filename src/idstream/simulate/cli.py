@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from idstream.errors import ConfigurationError, IdstreamError
+from idstream.settings import Settings
 from idstream.simulate.config import TrafficConfig
 from idstream.simulate.traffic import SimRecord, Traffic, TrafficStats
 
@@ -134,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
                     topic,
                     use_sim_time=args.record_time == "sim",
                     partitions=args.partitions or settings.partitions,
+                    settings=settings,
                 )
             )
         elapsed = time.perf_counter() - started
@@ -183,10 +185,15 @@ def write_file(path: Path, records: Iterable[SimRecord]) -> None:
         raise ConfigurationError(f"cannot write {path}: {exc}") from exc
 
 
-async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    """Create `topic` with `partitions` partitions unless it exists already."""
+async def ensure_topic(
+    bootstrap: str, topic: str, partitions: int, settings: Settings | None = None
+) -> None:
+    """Create `topic` with `partitions` partitions unless it exists already (replicated as
+    `settings.replication` says for the brokers the cluster lists)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
+
+    from idstream.drivers.faust.topics import cluster_size, replicated
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -195,9 +202,10 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
             return
         # As idstream creates its input topic: the broker stamps the records (SPEC §5).
         config = {"message.timestamp.type": "LogAppendTime"}
+        factor, config = replicated(settings or Settings(), config, await cluster_size(admin))
         # Someone else may create it meanwhile: fine.
         with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=config)])
+            await admin.create_topics([NewTopic(topic, partitions, factor, topic_configs=config)])
     finally:
         await admin.close()
 
@@ -209,6 +217,7 @@ async def produce(
     *,
     use_sim_time: bool = False,
     partitions: int = 0,
+    settings: Settings | None = None,
 ) -> None:
     """Send every record, keyed by pushRegistrationId, batching for throughput.
 
@@ -224,12 +233,14 @@ async def produce(
         linger_ms=20,
         max_batch_size=512 * 1024,
         max_request_size=2 * 1024 * 1024,
-        acks=1,
+        # Idempotent, acks=all: a broker failing over neither loses nor doubles a record.
+        acks="all",
+        enable_idempotence=True,
     )
     try:
         await producer.start()
         if partitions:
-            await ensure_topic(bootstrap, topic, partitions)
+            await ensure_topic(bootstrap, topic, partitions, settings)
     except KafkaError as exc:
         await producer.stop()
         raise BrokerUnavailableError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc

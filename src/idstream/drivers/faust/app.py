@@ -25,6 +25,7 @@ from typing import Any, NoReturn, cast
 
 import faust
 from aiokafka import TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import CrashingSupervisor
 
 from idstream.domain.erasure import NOTHING_ERASED, Erased
@@ -34,7 +35,14 @@ from idstream.drivers.faust.continuity import Continuity, Gap
 from idstream.drivers.faust.metrics import Metrics
 from idstream.drivers.faust.outbox import RECORD_BATCH_BYTES, Outbox
 from idstream.drivers.faust.tables import FaustTableFactory, close_on_stop
-from idstream.drivers.faust.topics import group_start_offset, records_between, ssl_context
+from idstream.drivers.faust.topics import (
+    broker_away,
+    group_start_offset,
+    patiently,
+    records_between,
+    ssl_context,
+)
+from idstream.drivers.faust.watchdog import Liveness
 from idstream.drivers.faust.web import install_api, web_options
 from idstream.drivers.faust.worker import StageWorker, tick_headers
 from idstream.drivers.steps import Steps
@@ -96,6 +104,31 @@ def _highwater(consumer: Any, tp: Any) -> int | None:
         return None
 
 
+class IdempotentProducer(faust_aiokafka.Producer):
+    """Faust's producer, idempotent with acks=all in every processing guarantee.
+
+    Faust enables idempotence only in its exactly-once mode; at-least-once, a batch retried
+    after a broker failover could be written twice (and the Outbox's batches out of order).
+    """
+
+    def _settings_extra(self) -> Any:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class IdempotentTransport(faust_aiokafka.Transport):
+    Producer = IdempotentProducer
+
+
+class IdstreamApp(faust.App):
+    """faust.App whose producers are idempotent (`IdempotentProducer`)."""
+
+    def _new_transport(self) -> Any:
+        return IdempotentTransport(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self) -> Any:
+        return IdempotentTransport(self.conf.broker_producer, self)
+
+
 def _broker_url(servers: str) -> list[str]:
     return [f"kafka://{s.strip()}" for s in servers.split(",") if s.strip()]
 
@@ -114,14 +147,18 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(context)
 
 
-def create_app(settings: Settings, erased: Erased = NOTHING_ERASED) -> faust.App:
+def create_app(
+    settings: Settings, erased: Erased = NOTHING_ERASED, liveness: Liveness | None = None
+) -> faust.App:
     """Build the Faust app for `settings`: topics, tables and the two stage agents.
 
     `erased` is the forget register as `read_forget_register` found it before the worker
-    started (a rebuild publishes nothing of a person forgotten later in the log)."""
+    started (a rebuild publishes nothing of a person forgotten later in the log). `liveness`
+    is told of every batch and assignment (the watchdog reads it)."""
+    liveness = liveness or Liveness()
     topics = settings.topics
     partitions = settings.partitions
-    app = faust.App(
+    app = IdstreamApp(
         settings.app_id,
         broker=_broker_url(settings.bootstrap_servers),
         broker_credentials=_credentials(settings),
@@ -205,10 +242,17 @@ def create_app(settings: Settings, erased: Erased = NOTHING_ERASED) -> faust.App
     async def start_offset(tp: Any) -> int:
         # Where delivery resumes after an assignment, asked of the broker: faust's own record
         # of the committed offset can still be empty when the first records arrive.
-        return await group_start_offset(settings, tp.topic, tp.partition)
+        # Asked again while the brokers are away: an outage is waited out, not a crash.
+        return await patiently(
+            f"committed offset of {tp}",
+            lambda: group_start_offset(settings, tp.topic, tp.partition),
+        )
 
     async def between(tp: Any, start: int, end: int) -> bool:
-        return await records_between(settings, tp.topic, tp.partition, start, end)
+        return await patiently(
+            f"records of {tp} in {start}..{end - 1}",
+            lambda: records_between(settings, tp.topic, tp.partition, start, end),
+        )
 
     async def hole(tp: Any, first: int, last: int) -> None:
         # Offsets without records (transaction markers): faust may commit over them.
@@ -224,6 +268,7 @@ def create_app(settings: Settings, erased: Erased = NOTHING_ERASED) -> faust.App
     async def _delivery_restarts(sender: Any, *args: Any, **kwargs: Any) -> None:
         # faust takes a jump in offsets for a "gap" it may commit over; it is the delivery
         # check that tells records faust lost from offsets without records (`hole`).
+        liveness.progressed()
         consumer: Any = app.consumer
         consumer._add_gap = _no_gap
         install_continuity.reset()
@@ -305,9 +350,15 @@ def create_app(settings: Settings, erased: Erased = NOTHING_ERASED) -> faust.App
         await align(consumer, owned)
         producer: Any = app.producer
         for partition in worker.ticks_due(owned, caught_up):
-            await producer._ensure_producer().send_and_wait(
-                topics.events, value=b"", partition=partition, headers=tick_headers()
-            )
+            try:
+                await producer._ensure_producer().send_and_wait(
+                    topics.events, value=b"", partition=partition, headers=tick_headers()
+                )
+            except Exception as exc:
+                # An exception would crash the app; the pool asks for the tick again.
+                if not broker_away(exc):
+                    raise
+                logger.warning("tick to partition %d not sent: %r", partition, exc)
 
     async def align(consumer: Any, owned: dict[int, Any]) -> None:
         # Pause the owned input partitions more than align_ms ahead of the watermark, resume
@@ -344,6 +395,7 @@ def create_app(settings: Settings, erased: Erased = NOTHING_ERASED) -> faust.App
     )
     async def install_agent(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            liveness.progressed()
             try:
                 await install_batch(batch)
             except asyncio.CancelledError:
@@ -358,6 +410,7 @@ def create_app(settings: Settings, erased: Erased = NOTHING_ERASED) -> faust.App
     )
     async def pool_agent(stream: Any) -> None:
         async for batch in stream.take_events(POOL_BATCH_MAX, within=POOL_BATCH_WITHIN_S):
+            liveness.progressed()
             try:
                 await pool_batch(batch)
             except asyncio.CancelledError:

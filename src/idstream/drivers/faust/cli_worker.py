@@ -4,8 +4,9 @@ Entry point (driver layer). Start more workers with the same settings to scale o
 consumer group spreads the partitions over them.
 
 Exit code 2: the settings or the topics are refused (the message says why). Exit code 70:
-storage or delivery failed (the batch stays uncommitted). Restart the worker, as on any crash:
-it goes on from the committed offsets.
+storage or delivery failed (the batch stays uncommitted). Exit code 69: Kafka did not answer
+for longer than `broker_outage_s`, or the worker read nothing of its backlog for that long
+(watchdog.py). Restart the worker, as on any crash: it goes on from the committed offsets.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
     from faust.worker import Worker
 
-    from idstream.drivers.faust.app import create_app
+    from idstream.drivers.faust.app import create_app, halt
     from idstream.drivers.faust.export import read_forget_register
     from idstream.drivers.faust.topics import ensure_topics
+    from idstream.drivers.faust.watchdog import Liveness, Watchdog
     from idstream.errors import ConfigurationError
     from idstream.settings import load_settings
 
@@ -42,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(f"idstream worker: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, erased)
+    liveness = Liveness()
+    app = create_app(settings, erased, liveness)
+    # Started before Faust: a broker gone while the worker starts is waited out the same way.
+    Watchdog(settings, liveness, lambda: app.consumer.assignment(), halt).start()
     worker = Worker(app, loglevel=args.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     InvalidReplicationFactorError,
     KafkaError,
+    KafkaTimeoutError,
     TopicAlreadyExistsError,
     for_code,
 )
@@ -30,10 +32,41 @@ from idstream.storage.partitions import STAGE_TABLES
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+# Between two attempts of a call that waits out a broker outage, at most.
+PATIENT_BACKOFF_MAX_S = 5.0
+
+
+def broker_away(exc: BaseException) -> bool:
+    """Whether `exc` means the brokers are (for now) out of reach, not that the call is wrong."""
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
+    return isinstance(exc, OSError | TimeoutError)
+
+
+async def patiently(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, tried again while the brokers are away, however long: a worker waits out an
+    outage, and its watchdog (watchdog.py) halts it past `broker_outage_s`."""
+    delay = 0.2
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not broker_away(exc):
+                raise
+            logger.warning("%s: %r; trying again in %.1f s", what, exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(PATIENT_BACKOFF_MAX_S, delay * 2)
+
 
 def changelog_topics(settings: Settings) -> list[str]:
     """Faust names a table's changelog `<app id>-<table>-changelog`."""
     return [f"{settings.app_id}-{table}-changelog" for table in STAGE_TABLES]
+
+
+def leader_topic(settings: Settings) -> str:
+    """The topic Faust's leader assignor subscribes every worker to (one partition)."""
+    return f"{settings.app_id}-__assignor-__leader"
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
@@ -100,19 +133,19 @@ def consumer(settings: Settings, **options: Any) -> Any:
     return AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, **options)
 
 
-async def ensure_topics(
-    settings: Settings, replication_factor: int = 1, *, timeout: float = 60.0
-) -> None:
+async def ensure_topics(settings: Settings, *, timeout: float = 60.0) -> None:
     """Create the missing topics with `settings.partitions`; refuse a partition mismatch.
 
-    Retriable broker errors (a broker still electing its controller or leaders, registering
-    itself, a dropped connection) are retried until `timeout`; others are raised at once.
+    Each new topic gets the replication factor and min.insync.replicas of
+    `settings.replication` for the brokers the cluster lists now. Retriable broker errors (a
+    broker still electing its controller or leaders, registering itself, a dropped
+    connection) are retried until `timeout`; others are raised at once.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         try:
-            await _ensure_topics(settings, replication_factor)
+            await _ensure_topics(settings)
             return
         except KafkaError as exc:
             # A KRaft broker that just started answers "0 brokers registered" for a moment.
@@ -123,23 +156,48 @@ async def ensure_topics(
             await asyncio.sleep(0.5)
 
 
-async def _ensure_topics(settings: Settings, replication_factor: int) -> None:
+async def cluster_size(admin: AIOKafkaAdminClient) -> int:
+    """How many brokers the cluster lists in its metadata now."""
+    return len((await admin.describe_cluster())["brokers"])
+
+
+def replicated(
+    settings: Settings, config: dict[str, str], brokers: int
+) -> tuple[int, dict[str, str]]:
+    """The replication factor and the topic config (with min.insync.replicas) of a new topic."""
+    factor, insync = settings.replication(brokers)
+    return factor, {**config, "min.insync.replicas": str(insync)}
+
+
+async def _ensure_topics(settings: Settings) -> None:
     wanted = topic_configs(settings)
     admin = admin_client(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(name, settings.partitions, replication_factor, topic_configs=config)
-            for name, config in wanted.items()
-            if name not in existing
-        ]
+        # Faust's leader-election topic (one partition): made here too, so that it is
+        # replicated like the others (Faust would make it with one replica).
+        partitions = {name: settings.partitions for name in wanted}
+        partitions[leader_topic(settings)] = 1
+        configs: dict[str, dict[str, str]] = {**wanted, leader_topic(settings): {}}
+        missing = []
+        if any(name not in existing for name in configs):
+            brokers = await cluster_size(admin)
+            for name, config in configs.items():
+                if name not in existing:
+                    factor, full = replicated(settings, config, brokers)
+                    missing.append(NewTopic(name, partitions[name], factor, topic_configs=full))
         if missing:
             response = await admin.create_topics(missing)
             for name, code, *rest in response.topic_errors:
                 if code and code != TopicAlreadyExistsError.errno:
                     raise for_code(code)(f"cannot create topic {name}: {rest}")
-            logger.info("created topics %s", ", ".join(t.name for t in missing))
+            logger.info(
+                "created topics %s (replication %d, min.insync.replicas %s)",
+                ", ".join(t.name for t in missing),
+                missing[0].replication_factor,
+                missing[0].topic_configs["min.insync.replicas"],
+            )
         counts = await _partition_counts(admin, sorted(wanted))
         for name, count in counts.items():
             if count != settings.partitions:
@@ -237,8 +295,9 @@ async def group_start_offset(settings: Settings, topic: str, partition: int) -> 
     from aiokafka import TopicPartition
 
     client = consumer(settings, group_id=settings.app_id)
-    await client.start()
     try:
+        # Started inside the try: a start that fails (broker away) still closes the client.
+        await client.start()
         tp = TopicPartition(topic, partition)
         committed = await client.committed(tp)
         earliest = (await client.beginning_offsets([tp]))[tp]
@@ -258,8 +317,8 @@ async def records_between(
     from aiokafka import TopicPartition
 
     client = consumer(settings)
-    await client.start()
     try:
+        await client.start()
         tp = TopicPartition(topic, partition)
         client.assign([tp])
         client.seek(tp, start)
