@@ -28,14 +28,7 @@ async def replayed(settings: Settings, register: Erased = NOTHING_ERASED) -> tup
     )
     try:
         async for record in read_envelopes(settings, topic):
-            driver.submit(
-                record.value,
-                key=record.key,
-                record_timestamp=record.timestamp,
-                partition=record.partition,
-                offset=record.offset,
-                headers=record.headers,
-            )
+            driver.submit_record(record)
         driver.run()
         return driver.digest(), sink
     finally:

@@ -220,14 +220,7 @@ def run(args: argparse.Namespace) -> int:
                     except EnvelopeError as exc:
                         print(f"idstream replay: line {number}: {exc}", file=sys.stderr)
                         return 2
-                    driver.submit(
-                        record.value,
-                        key=record.key,
-                        record_timestamp=record.timestamp,
-                        partition=record.partition,
-                        offset=record.offset,
-                        headers=record.headers,
-                    )
+                    driver.submit_record(record)
                 else:
                     driver.submit(value)
                 records += 1

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from idstream.codecs import DEFAULT_LIMITS, Limits, Rejection, decode
+from idstream.codecs.envelope import Envelope
 from idstream.digest import REPLAY_TICKS, RESOLVER_DIGEST_EXCLUDED, state_digest
 from idstream.domain import install as install_stage
 from idstream.domain import pool as pool_stage
@@ -240,6 +241,17 @@ class LocalDriver:
         self._push(("in", partition), _Input(value, meta))
         if self._random is None:
             self.run()
+
+    def submit_record(self, record: Envelope) -> None:
+        """Queue a record read from Kafka (or an export of it), where Kafka put it."""
+        self.submit(
+            record.value,
+            key=record.key,
+            record_timestamp=record.timestamp,
+            partition=record.partition,
+            offset=record.offset,
+            headers=record.headers,
+        )
 
     def _untimed(self) -> int:
         if not self._warned_untimed:
