@@ -45,6 +45,7 @@ from idstream.domain.ports import StateTable, TableFactory
 from idstream.drivers.local.sinks import MemorySink, Sink
 from idstream.drivers.partitioner import kafka_partition
 from idstream.drivers.steps import TICK_HEADER, Steps
+from idstream.errors import OffsetTakenError
 from idstream.storage.memory import DictStore
 
 logger = logging.getLogger(__name__)
@@ -86,10 +87,6 @@ class TickSpan:
 
     real: int
     last: int
-
-
-class OffsetTakenError(ValueError):
-    """An input record's offset was given to one of an earlier run's own tick records."""
 
 
 @dataclass(frozen=True, slots=True)
