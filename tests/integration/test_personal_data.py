@@ -19,7 +19,7 @@ from idstream.drivers.faust.topics import topic_configs
 from idstream.settings import load_settings
 from idstream.storage.partitions import STAGE_TABLES, partition_dbs
 from tests.integration.test_topology import history
-from tests.support.kafka import create_topics, end_offsets, read_from
+from tests.support.kafka import alter_topic_configs, create_topics, end_offsets, read_from
 from tests.support.names import UniqueNames
 from tests.support.processes import ProcessPool
 from tests.support.topology import Topology
@@ -135,12 +135,18 @@ async def test_after_a_forget_no_table_and_no_internal_or_compacted_topic_holds_
     configs = topic_configs(settings)
     compacted = [t for t, c in configs.items() if c.get("cleanup.policy") == "compact"]
     internal = [settings.topics.claims, settings.topics.decisions]
-    # Every topic as the worker would make it, and with segments that close after a second
-    # and a cleaner that compacts any dirty segment.
+    # Every topic as the worker would make it; but until the person has been seen on the
+    # broker, nothing is compacted or deleted: no segment closes (no segment.ms, and no
+    # compaction lag to force a roll; the active segment is never cleaned). Afterwards, the
+    # worker's configs with segments that close after a second and a cleaner that compacts
+    # any dirty segment. (With those from the start, the cleaner could erase the person
+    # before the test looked, on a slow run: it failed so in CI.)
+    final = dict(configs)
     for name in compacted:
-        configs[name] = {**configs[name], "segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01"}
+        final[name] = {**configs[name], "segment.ms": "1000", "min.cleanable.dirty.ratio": "0.01"}
+        configs[name] = {**configs[name], "max.compaction.lag.ms": str(2**63 - 1)}
     for name in internal:
-        configs[name] = {**configs[name], "segment.ms": "1000"}
+        final[name] = {**configs[name], "segment.ms": "1000"}
     for name, config in configs.items():
         await create_topics(kafka_bootstrap, [name], topology.partitions, config)
     scanned = [*compacted, *internal]
@@ -162,6 +168,8 @@ async def test_after_a_forget_no_table_and_no_internal_or_compacted_topic_holds_
 
     # Before compaction, the person is still on the broker (the test must be able to fail).
     assert not await erased_on_the_broker()
+    for topic in scanned:
+        await alter_topic_configs(kafka_bootstrap, topic, final[topic])
     await wait_for(erased_on_the_broker, 180, interval=2, message="erasure on the broker")
 
 

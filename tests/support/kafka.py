@@ -126,6 +126,21 @@ async def all_committed(bootstrap: str, group: str, topic: str) -> bool:
     return all(committed.get(tp, -1) >= end for tp, end in ends.items())
 
 
+async def alter_topic_configs(bootstrap: str, topic: str, config: dict[str, str]) -> None:
+    """Set `topic`'s configuration overrides to `config` (AlterConfigs replaces all of them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for response in await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, config)]
+        ):
+            for code, message, *_ in response.resources:
+                if code:
+                    raise for_code(code)(f"cannot alter {topic}: {message}")
+    finally:
+        await admin.close()
+
+
 async def delete_all_records(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
     """Delete every record now in `topic` (move each log start to the end); return the ends.
 
@@ -133,16 +148,10 @@ async def delete_all_records(bootstrap: str, topic: str) -> dict[TopicPartition,
     cleanup.policy becomes "compact,delete" first (AlterConfigs replaces all overrides).
     """
     ends = await end_offsets(bootstrap, topic)
+    await alter_topic_configs(bootstrap, topic, {"cleanup.policy": "compact,delete"})
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        policy = {"cleanup.policy": "compact,delete"}
-        for response in await admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, policy)]
-        ):
-            for code, message, *_ in response.resources:
-                if code:
-                    raise for_code(code)(f"cannot alter {topic}: {message}")
         await admin.delete_records({tp: RecordsToDelete(end) for tp, end in ends.items()})
     finally:
         await admin.close()
